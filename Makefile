@@ -1,0 +1,85 @@
+# ambient — a sidecarless service mesh. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := $(CURDIR)/_output/bin
+NODES     ?= 2
+STATE     ?= /tmp/ambient-localcluster
+CP_BIN    ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/ambient/controlplane/bin
+VERSION   ?= dev
+LDFLAGS   := -s -w -X github.com/ambient-mesh/ambient/pkg/version.Version=$(VERSION)
+# Main packages built into $(BIN); the file name is the last path element.
+CMDS      := ./hack/localcluster/cmd/localcluster ./e2e/apps/echo
+E2E_FLAGS ?=
+LOCALCLUSTER := $(BIN)/localcluster --state-dir $(STATE) --bin-dir $(BIN) --controlplane-bin-dir $(CP_BIN)
+
+export CONTROLPLANE_BIN_DIR := $(CP_BIN)
+export AMBIENT_BIN_DIR := $(BIN)
+export AMBIENT_CLUSTER_STATE := $(STATE)
+
+.PHONY: help
+help: ## Show this help
+	@echo "ambient — make targets:"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages the cluster and tests need (idempotent)
+	@bash hack/deps.sh test
+
+.PHONY: controlplane
+controlplane: ## Build etcd and the Kubernetes binaries from the Go module proxy (cached under ~/.cache/ambient)
+	@bash hack/controlplane/build.sh
+
+.PHONY: build
+build: ## Build the project's binaries into _output/bin
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags e2e ./...
+	$(GO) tool staticcheck -tags e2e ./...
+
+.PHONY: test
+test: deps controlplane build lint test-unit test-e2e ## Everything: lint, unit, component, netns and end-to-end tests
+
+.PHONY: test-unit
+test-unit: ## Unit, component and netns tests (netns tests need root)
+	$(GO) test -count=1 ./...
+
+.PHONY: test-e2e
+test-e2e: build ## End-to-end tests against the local cluster (brought up and down by the tests)
+	$(GO) test -count=1 -tags e2e -timeout 20m ./e2e/... -args -bin-dir $(BIN) -state-dir $(STATE) $(E2E_FLAGS)
+
+.PHONY: generate
+generate: ## Regenerate committed generated files (needs clang: installed by hack/deps.sh generate)
+	@bash hack/deps.sh generate
+	$(GO) generate ./...
+
+.PHONY: check-generate
+check-generate: generate ## Fail if generated files are not current
+	@git diff --exit-code -- . || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+.PHONY: bench
+bench: ## Go benchmarks and hack/bench scripts (installs stunnel4, nginx, wrk, iperf3)
+	@bash hack/deps.sh bench
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/...
+
+.PHONY: cluster-up
+cluster-up: deps controlplane build ## Bring up the local cluster (NODES=2)
+	$(LOCALCLUSTER) up --nodes $(NODES)
+
+.PHONY: cluster-down
+cluster-down: ## Remove the local cluster and everything it made
+	@if [ -x $(BIN)/localcluster ]; then $(LOCALCLUSTER) down; else $(GO) run ./hack/localcluster/cmd/localcluster down --state-dir $(STATE); fi
+
+.PHONY: demo
+demo: cluster-up ## Bring up the local cluster and show the mesh
+	@bash hack/demo.sh
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf _output
