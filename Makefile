@@ -13,7 +13,7 @@ LDFLAGS   := -s -w -X github.com/ambient-mesh/ambient/pkg/version.Version=$(VERS
 # Main packages built into $(BIN); the file name is the last path element.
 CMDS      := ./hack/localcluster/cmd/localcluster ./e2e/apps/echo
 E2E_FLAGS ?=
-LOCALCLUSTER := $(BIN)/localcluster --state-dir $(STATE) --bin-dir $(BIN) --controlplane-bin-dir $(CP_BIN)
+LC_FLAGS  := --state-dir $(STATE) --bin-dir $(BIN) --controlplane-bin-dir $(CP_BIN)
 
 export CONTROLPLANE_BIN_DIR := $(CP_BIN)
 export AMBIENT_BIN_DIR := $(BIN)
@@ -51,8 +51,14 @@ test-unit: ## Unit, component and netns tests (netns tests need root)
 	$(GO) test -count=1 ./...
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end tests against the local cluster (brought up and down by the tests)
-	$(GO) test -count=1 -tags e2e -timeout 20m ./e2e/... -args -bin-dir $(BIN) -state-dir $(STATE) $(E2E_FLAGS)
+test-e2e: build ## End-to-end tests against the local cluster (brought up once, removed afterwards)
+	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
+	rc=0; \
+	$(GO) test -count=1 -tags e2e -timeout 20m $$($(GO) list -tags e2e ./e2e/... | grep -v -e /apps/ -e /framework$$) $(E2E_FLAGS) || rc=$$?; \
+	AMBIENT_E2E_KUBECONFIG=$(STATE)/kubeconfig $(GO) test -count=1 -run 'KubeE2E' ./istiod-lite/... || rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "e2e failed; cluster logs:"; tail -n 20 $(STATE)/logs/*.log || true; fi; \
+	if [ $$was_up = 0 ]; then $(BIN)/localcluster down $(LC_FLAGS); fi; \
+	exit $$rc
 
 .PHONY: generate
 generate: ## Regenerate committed generated files (needs clang: installed by hack/deps.sh generate)
@@ -70,11 +76,11 @@ bench: ## Go benchmarks and hack/bench scripts (installs stunnel4, nginx, wrk, i
 
 .PHONY: cluster-up
 cluster-up: deps controlplane build ## Bring up the local cluster (NODES=2)
-	$(LOCALCLUSTER) up --nodes $(NODES)
+	$(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS)
 
 .PHONY: cluster-down
 cluster-down: ## Remove the local cluster and everything it made
-	@if [ -x $(BIN)/localcluster ]; then $(LOCALCLUSTER) down; else $(GO) run ./hack/localcluster/cmd/localcluster down --state-dir $(STATE); fi
+	@if [ -x $(BIN)/localcluster ]; then $(BIN)/localcluster down $(LC_FLAGS); else $(GO) run ./hack/localcluster/cmd/localcluster down --state-dir $(STATE); fi
 
 .PHONY: demo
 demo: cluster-up ## Bring up the local cluster and show the mesh

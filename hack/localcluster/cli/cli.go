@@ -52,7 +52,7 @@ func Main(ctx context.Context, args []string) error {
 		return shim.Main(rest[0])
 	case "exec-container": // internal: exec probes
 		if len(rest) < 2 {
-			return errors.New("usage: exec-container SPEC.json -- ARGV...")
+			return errors.New("usage: exec-container SPEC.json -- ARGV")
 		}
 		argv := rest[1:]
 		if argv[0] == "--" {

@@ -64,6 +64,7 @@ func RunDaemon(ctx context.Context, stateDir string, log *zap.Logger) error {
 			ServiceHost:     "10.96.0.1",
 			ServicePort:     "443",
 			Logger:          log.With(zap.String("node", n.Name)),
+			Marker:          c.StateDir,
 		}
 		wg.Add(1)
 		go func() {

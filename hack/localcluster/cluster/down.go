@@ -13,12 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ambient-mesh/ambient/hack/localcluster/netsetup"
+	"github.com/ambient-mesh/ambient/hack/localcluster/nodelet"
 	"github.com/ambient-mesh/ambient/hack/localcluster/procs"
 )
-
-// CreatedDirsFile lists, one per line, directories created outside the state
-// dir (mount points for container volumes); Down removes them if empty.
-const CreatedDirsFile = "created-dirs"
 
 // Down removes everything a local cluster made: every marked process, every
 // mount under the state dir, every namespace and link, the created mount
@@ -71,12 +68,13 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// removeCreatedDirs removes the (empty) directories listed in any
-// CreatedDirsFile below stateDir, deepest first.
+// removeCreatedDirs removes the mount points the container shim created
+// outside the state dir (listed in each node's nodelet.CreatedPathsFile),
+// deepest first; a directory that is not empty is left alone.
 func removeCreatedDirs(stateDir string) error {
 	var dirs []string
 	_ = filepath.WalkDir(stateDir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != CreatedDirsFile {
+		if err != nil || d.IsDir() || d.Name() != nodelet.CreatedPathsFile {
 			return nil
 		}
 		b, err := os.ReadFile(p)

@@ -110,6 +110,14 @@ func CreateNode(n NodeSpec, all []NodeSpec) error {
 			return fmt.Errorf("node %s: route %s via %s: %w", n.Name, o.PodCIDR, o.IP, err)
 		}
 	}
+	// ClusterIPs: the node's own processes (hostNetwork pods, kube-proxy
+	// health checks) need a route for kube-proxy's OUTPUT DNAT to apply; it
+	// points at the root namespace, which does not forward, so a ClusterIP
+	// that nothing DNATs goes nowhere.
+	svc := &netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(ServiceCIDR), Gw: net.IP(RootAddr.AsSlice())}
+	if err := h.RouteReplace(svc); err != nil {
+		return fmt.Errorf("node %s: service route %s: %w", n.Name, ServiceCIDR, err)
+	}
 	// The root namespace reaches this node's pods through the node (for pods/proxy).
 	r := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: ipNet(n.PodCIDR), Gw: net.IP(n.IP.AsSlice())}
 	if err := netlink.RouteReplace(r); err != nil {
