@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 interop tests run against x/net's HTTP/2 client and server on purpose; they are deprecated in favour of net/http, which is not what we test against.
+
 package hbone
 
 import (
