@@ -1,5 +1,5 @@
-// Package identity is ztunnel's certificate manager: one certificate per local
-// workload identity (spiffe.Identity), fetched on first use or prefetched when
+// Package identity is the certificate manager of ztunnel and waypoints: one
+// certificate per workload identity (spiffe.Identity), fetched on first use or prefetched when
 // a pod arrives, shared by every connection of that identity, renewed at half
 // life with jitter, retried with exponential backoff (the old certificate is
 // served while still valid), and dropped when the identity's last pod leaves.
