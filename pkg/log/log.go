@@ -52,3 +52,6 @@ func New(o Options) (*Logger, error) {
 	}
 	return &Logger{Logger: l, Level: lvl}, nil
 }
+
+// Err is zap.Error, so a main need not import zap for one field.
+func Err(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,63 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/ambient-mesh/ambient/pkg/admin"
+	"github.com/ambient-mesh/ambient/pkg/kube"
+	"github.com/ambient-mesh/ambient/ztunnel/captureagent"
+	"github.com/ambient-mesh/ambient/ztunnel/config"
+)
+
+// captureMetricsAddr serves the capture role's metrics and status (the proxy
+// role owns 15020).
+const captureMetricsAddr = "127.0.0.1:15022"
+
+func runCapture(ctx context.Context, cfg config.Config, log *zap.Logger) error {
+	ccfg := captureagent.Config{
+		NodeName: cfg.Node, NodeIP: cfg.NodeIP, BPFFS: cfg.BPFFS, Resync: cfg.CaptureResync,
+		Notrack: cfg.Notrack, Uninstall: cfg.Uninstall, UninstallOnExit: cfg.UninstallOnExit,
+	}
+	if cfg.Uninstall {
+		if err := captureagent.Uninstall(ctx, ccfg, log); err != nil {
+			return err
+		}
+		log.Info("capture removed from this node")
+		return nil
+	}
+	rc, err := kube.RESTConfig(cfg.Kubeconfig, "ztunnel-capture")
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	node, err := captureagent.Start(ctx, ccfg, client, reg, log.Named("capture"))
+	if err != nil {
+		return fmt.Errorf("start capture (needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and a bpffs at %s): %w", cfg.BPFFS, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", admin.Metrics(reg))
+	adm := admin.New(zap.NewAtomicLevel())
+	adm.Register("capture", func() any { return node.Status() })
+	mux.Handle("/config_dump", adm.Handler())
+	srv := &http.Server{Addr: captureMetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("capture status server failed", zap.Error(err))
+		}
+	}()
+	defer func() { _ = srv.Close() }()
+	log.Info("capture running", zap.String("node", cfg.Node), zap.String("bpffs", cfg.BPFFS))
+	return node.Run(ctx)
+}
