@@ -3,11 +3,13 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"sync"
 
 	"go.uber.org/zap"
 
+	"github.com/ambient-mesh/ambient/hack/localcluster/dns"
 	"github.com/ambient-mesh/ambient/hack/localcluster/netsetup"
 	"github.com/ambient-mesh/ambient/hack/localcluster/nodelet"
 )
@@ -22,7 +24,11 @@ var Images = map[string]string{
 	"ambientctl":  "ambientctl",
 }
 
-// RunDaemon runs one node agent per node until ctx is done.
+// DNSPort is the cluster DNS server's port on netsetup.RootAddr.
+const DNSPort = 53
+
+// RunDaemon runs the cluster DNS server (netsetup.RootAddr:53, see package
+// dns) and one node agent per node until ctx is done.
 func RunDaemon(ctx context.Context, stateDir string, log *zap.Logger) error {
 	c, err := Load(stateDir)
 	if err != nil {
@@ -43,9 +49,23 @@ func RunDaemon(ctx context.Context, stateDir string, log *zap.Logger) error {
 	resolver := nodelet.TableResolver{Table: table}
 	cp := c.ControlPlane()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(nodes))
+	errc := make(chan error, len(nodes)+1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	dnsCfg := dns.Config{
+		Client: client,
+		Addr:   netip.AddrPortFrom(netsetup.RootAddr, DNSPort),
+		Domain: dns.DefaultDomain,
+		Logger: log.With(zap.String("component", "dns")),
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := dns.Run(ctx, dnsCfg); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("cluster dns: %w", err)
+			cancel()
+		}
+	}()
 	for _, n := range nodes {
 		pn, err := netsetup.NewPodNetwork(n, c.NodeDir(n.Name))
 		if err != nil {
@@ -65,6 +85,7 @@ func RunDaemon(ctx context.Context, stateDir string, log *zap.Logger) error {
 			ServicePort:     "443",
 			Logger:          log.With(zap.String("node", n.Name)),
 			Marker:          c.StateDir,
+			DNS:             &nodelet.DNSConfig{Nameserver: netsetup.RootAddr, Domain: dns.DefaultDomain},
 		}
 		wg.Add(1)
 		go func() {

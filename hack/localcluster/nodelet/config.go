@@ -73,6 +73,9 @@ type Config struct {
 	// VolumeRefreshInterval is how often ConfigMap, Secret and downward-API
 	// volume files are brought up to date (10 s).
 	VolumeRefreshInterval time.Duration
+	// DNS, when set, gives pods a resolv.conf pointing at the cluster DNS
+	// (see PodResolvConf); nil leaves every container the host's.
+	DNS *DNSConfig
 	// ShimPath is the binary run as `ShimPath run-container <spec>` and
 	// `ShimPath exec-container <spec> -- argv...` (/proc/self/exe).
 	ShimPath string

@@ -125,6 +125,11 @@ func (w *worker) containerSpec(ctx context.Context, pod *corev1.Pod, c *ctr, bin
 	if err != nil {
 		return shim.Spec{}, err
 	}
+	rc, err := w.resolvConfMount(pod)
+	if err != nil {
+		return shim.Spec{}, err
+	}
+	spec.Mounts = withResolvConf(spec.Mounts, rc) // a file: nothing mounts below it, so last is safe
 	return spec, nil
 }
 

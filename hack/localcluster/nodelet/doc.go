@@ -9,7 +9,9 @@
 // downwardAPI/emptyDir/hostPath volumes (ConfigMap/Secret files refreshed
 // periodically), probes (httpGet/tcpSocket dialled from the node netns, exec
 // through the shim), init containers and native sidecars, restart policies
-// with crash-loop back-off, and deletion. Container output is appended to
+// with crash-loop back-off, and deletion; with Config.DNS set, containers
+// get a per-pod /etc/resolv.conf pointing at the cluster DNS (PodResolvConf:
+// dnsPolicy and dnsConfig as the kubelet reads them). Container output is appended to
 // StateDir/pods/<ns>_<name>_<uid>/<container>.log.
 //
 // Goroutines: Run owns one pod informer (field selector spec.nodeName), a
@@ -24,7 +26,8 @@
 // (ImageName), environment and $(VAR) expansion (ResolveEnv, Expand),
 // command/args (BuildArgv), probe thresholds (ProbeState.Observe), crash-loop
 // back-off (Backoff), hostPath mapping (MapHostPath), pod status
-// (BuildPodStatus) and node status (BuildNodeStatus).
+// (BuildPodStatus), node status (BuildNodeStatus) and resolv.conf
+// (PodResolvConf).
 //
 // Not a kubelet: no resource limits, securityContext, user namespaces,
 // enableServiceLinks variables, image-change restarts or `kubectl
