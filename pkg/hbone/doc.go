@@ -6,7 +6,9 @@
 // SPIFFE trust bundle and hands each one to a Handler, which accepts it
 // (200) or rejects it (401, 503). A Client opens streams with Dial, pooling
 // HTTP/2 connections per (source identity, peer address, expected peer
-// identity), at most 100 streams per connection.
+// identity), at most 100 streams per connection. A Stream ends with
+// CloseWrite (half-close, the peer reads io.EOF), Close, or Reset (abort,
+// the peer's Read and Write fail with ErrStreamReset).
 //
 // The HTTP/2 framing is golang.org/x/net/http2's Framer and hpack; the
 // stream state machine is this package's own, small CONNECT-only one, so

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -105,15 +106,7 @@ func TestXNetClientInterop(t *testing.T) {
 // HTTP/2 server.
 func TestXNetServerInterop(t *testing.T) {
 	e := newEnv(t, acceptHandler(func(*Request, *Stream) {}))
-	srvCert := e.ca.MustIssue(t, e.dst, time.Hour)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	peer := xnetServer(t, e, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != "CONNECT" || r.Host != "10.0.0.7:9" {
 			w.WriteHeader(400)
 			return
@@ -130,28 +123,8 @@ func TestXNetServerInterop(t *testing.T) {
 			}
 		}
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*srvCert}, NextProtos: []string{"h2"}, ClientAuth: tls.RequireAnyClientCert})
-				if tc.Handshake() != nil {
-					c.Close()
-					return
-				}
-				(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
 	req := e.req("10.0.0.7:9")
-	req.Peer = ln.Addr().(*net.TCPAddr).AddrPort()
+	req.Peer = peer
 	s, err := e.cl.Dial(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +137,60 @@ func TestXNetServerInterop(t *testing.T) {
 	}
 	s.Close()
 	e.cl.Close()
+}
+
+// xnetServer serves h with golang.org/x/net's HTTP/2 server over TLS with
+// the env's server identity, until the test ends, and returns its address.
+func xnetServer(t *testing.T, e *env, h http.HandlerFunc) netip.AddrPort {
+	t.Helper()
+	srvCert := e.ca.MustIssue(t, e.dst, time.Hour)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns { // ServeConn returns when its connection closes
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			if closed {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*srvCert}, NextProtos: []string{"h2"}, ClientAuth: tls.RequireAnyClientCert})
+				if tc.Handshake() != nil {
+					c.Close()
+					return
+				}
+				(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: h})
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 func TestHTTP1ClientRefused(t *testing.T) {

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -32,6 +33,11 @@ type Stream struct {
 	sendWindow  int64
 	sentEnd     bool
 	waitingSend bool
+
+	// ended (c.wmu): END_STREAM or RST_STREAM has gone to the framer, so a
+	// Write that raced CloseWrite, Close or Reset must not send DATA after
+	// it (a stream error for the peer).
+	ended bool
 
 	err         error // terminal error (reset, connection closed)
 	closed      bool  // Close called
@@ -224,6 +230,10 @@ func (s *Stream) Write(p []byte) (int, error) {
 
 		last := int(allowed) == len(p)
 		c.wmu.Lock()
+		if s.ended {
+			c.wmu.Unlock()
+			return written, s.lostRace(allowed)
+		}
 		err := c.werr
 		if err == nil {
 			err = c.fr.WriteData(s.id, false, p[:allowed])
@@ -247,6 +257,26 @@ func (c *conn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.flushLocked()
+}
+
+// lostRace handles a Write that took n bytes of window and then found the
+// stream ended by CloseWrite, Close or Reset from another goroutine: it gives
+// the connection window back (the stream's is moot) and returns why the
+// write failed.
+func (s *Stream) lostRace(n int64) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sendWindow += n
+	for _, o := range c.streams {
+		if o.waitingSend {
+			o.cond.Broadcast()
+		}
+	}
+	if err := s.writeErrLocked(); err != nil {
+		return err
+	}
+	return ErrClosed
 }
 
 func (s *Stream) writeErrLocked() error {
@@ -280,6 +310,7 @@ func (s *Stream) CloseWrite() error {
 	}
 	c.mu.Unlock()
 	c.wmu.Lock()
+	s.ended = true
 	err := c.fr.WriteData(s.id, true, nil)
 	if err == nil {
 		err = c.flushLocked()
@@ -294,8 +325,36 @@ func (s *Stream) CloseWrite() error {
 // Close ends the stream in both directions. If this side has not
 // half-closed, the peer reads io.EOF after the bytes already written; if the
 // peer has not half-closed, the stream is reset so it stops sending. Unread
-// bytes are discarded.
+// bytes are discarded. To abort instead, so that the peer reads an error
+// rather than io.EOF, use Reset.
 func (s *Stream) Close() error {
+	_ = s.shut(false)
+	return nil
+}
+
+// Reset aborts the stream: it sends RST_STREAM(CANCEL) with no END_STREAM
+// before it, so the peer's Read (after the bytes already received) and
+// Write fail with an error matching ErrStreamReset instead of the peer
+// reading io.EOF. This is how a relay passes a TCP RST on, and a truncated
+// transfer never looks complete. Like Close it discards unread bytes,
+// returns their flow-control window, takes the stream off its connection
+// and makes a blocked or later Read or Write here fail with ErrClosed;
+// Close after Reset does nothing.
+//
+// Nothing is sent when the stream already ended both ways, was reset by
+// either side, or its connection is gone. The error is that of writing the
+// frame (the connection broke).
+func (s *Stream) Reset() error {
+	if err := s.shut(true); err != nil {
+		return fmt.Errorf("HBONE stream %d: reset: %w", s.id, err)
+	}
+	return nil
+}
+
+// shut implements Close (abort false) and Reset (abort true): it releases
+// the stream's buffers, timers and place on the connection, then writes what
+// the peer must see.
+func (s *Stream) shut(abort bool) error {
 	c := s.c
 	c.mu.Lock()
 	if s.closed {
@@ -303,8 +362,20 @@ func (s *Stream) Close() error {
 		return nil
 	}
 	s.closed = true
-	sendEnd := !s.sentEnd && s.err == nil
-	sendRST := !s.recvEnd && s.err == nil
+	live := s.err == nil
+	var sendEnd, sendRST bool
+	code := http2.ErrCodeCancel
+	if abort {
+		// Once both sides sent END_STREAM the stream is closed on the wire:
+		// there is nothing left to abort.
+		sendRST = live && !(s.sentEnd && s.recvEnd)
+	} else {
+		sendEnd = live && !s.sentEnd
+		sendRST = live && !s.recvEnd
+		if !c.client {
+			code = http2.ErrCodeNo // RFC 9113 §8.1: the response is complete
+		}
+	}
 	s.sentEnd = true
 	discarded := int32(s.rbuf.n)
 	s.rbuf.reset()
@@ -322,28 +393,28 @@ func (s *Stream) Close() error {
 	s.cond.Broadcast()
 	closed := c.closed
 	c.mu.Unlock()
+	var err error
 	if !closed && (sendEnd || sendRST || cinc > 0) {
-		code := http2.ErrCodeCancel
-		if !c.client {
-			code = http2.ErrCodeNo
-		}
 		c.wmu.Lock()
+		s.ended = true
 		if sendEnd {
-			c.fr.WriteData(s.id, true, nil)
+			err = c.fr.WriteData(s.id, true, nil)
 		}
-		if sendRST {
-			c.fr.WriteRSTStream(s.id, code)
+		if sendRST && err == nil {
+			err = c.fr.WriteRSTStream(s.id, code)
 		}
-		if cinc > 0 {
-			c.fr.WriteWindowUpdate(0, uint32(cinc))
+		if cinc > 0 && err == nil {
+			err = c.fr.WriteWindowUpdate(0, uint32(cinc))
 		}
-		c.flushLocked()
+		if ferr := c.flushLocked(); err == nil {
+			err = ferr
+		}
 		c.wmu.Unlock()
 	}
 	if idle {
 		c.streamIdle()
 	}
-	return nil
+	return err
 }
 
 // LocalAddr is the local address of the HBONE connection.

@@ -124,11 +124,12 @@ type node struct {
 
 type env struct {
 	ca                   *hbonetest.CA
+	certs                *hbonetest.Certs // of every identity of the mesh
 	clientID, serverID   spiffe.Identity
 	otherID, guardedID   spiffe.Identity
 	hbonePort, echoPort  uint16
 	greetPort, plainPort uint16
-	sinkPort             uint16
+	sinkPort, abortPort  uint16
 	sinkDone             chan int64 // bytes the sink read
 	a, b                 *node
 	capture              map[uint16]netip.AddrPort // capture listener port → original dst
@@ -234,6 +235,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.otherID = e.ca.Identity("a", "other")
 	e.guardedID = e.ca.Identity("b", "guarded")
 	cs := &hbonetest.Certs{}
+	e.certs = cs
 	for _, id := range []spiffe.Identity{e.clientID, e.serverID, e.otherID, e.guardedID, e.ca.Identity("b", "waypoint")} {
 		cs.Set(id, e.ca.MustIssue(t, id, time.Hour))
 	}
@@ -253,7 +255,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	sinkLns, sinkPort := listenSame(t, serverIP)
 	e.sinkPort = sinkPort
 	e.serve(sinkLns[0], e.sink)
-	e.echoLns = append(append(append(echoLns, greetLns...), plainLns...), sinkLns...)
+	abortLns, abortPort := listenSame(t, serverIP)
+	e.abortPort = abortPort
+	e.serve(abortLns[0], e.abort)
+	e.echoLns = append(append(append(append(echoLns, greetLns...), plainLns...), sinkLns...), abortLns...)
 
 	hboneLns, hbonePort := listenSame(t, serverIP, server2IP, guardedIP, waypointIP)
 	e.hbonePort = hbonePort
@@ -264,6 +269,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		netip.AddrPortFrom(serverIP, echoPort), netip.AddrPortFrom(serverIP, greetPort),
 		netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(guardedIP, echoPort),
 		netip.AddrPortFrom(plainIP, plainPort), netip.AddrPortFrom(serverIP, sinkPort),
+		netip.AddrPortFrom(serverIP, abortPort),
 	} {
 		outLns = append(outLns, e.captureFor(t, dst))
 	}
@@ -428,6 +434,16 @@ func (e *env) echo(c *net.TCPConn) {
 func (e *env) sink(c *net.TCPConn) {
 	n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 64<<10))
 	e.sinkDone <- n
+}
+
+// abortLen is how many bytes abort reads before it resets.
+const abortLen = 7
+
+// abort reads abortLen bytes, then resets the connection (RST, not FIN).
+func (e *env) abort(c *net.TCPConn) {
+	if _, err := io.ReadFull(c, make([]byte, abortLen)); err == nil {
+		c.SetLinger(0)
+	}
 }
 
 // greet half-closes first after a greeting, then counts what it reads.

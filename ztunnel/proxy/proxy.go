@@ -121,7 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Inbound != nil {
 		h, err := inbound.New(inbound.Config{
 			Store: cfg.Store, Local: cfg.Local, Certs: cfg.Certs, Dial: cfg.PodDial,
-			Tracker: p.tracker, Metrics: cfg.Metrics,
+			Tracker: p.tracker, Metrics: cfg.Metrics, Logger: cfg.Logger.Named("inbound"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("proxy: %w", err)

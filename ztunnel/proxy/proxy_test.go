@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,13 +13,14 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"istio.io/istio/pkg/workloadapi/security"
 
 	"github.com/ambient-mesh/ambient/pkg/hbone"
+	"github.com/ambient-mesh/ambient/pkg/spiffe"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/inbound"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/outbound"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/passthrough"
-	"github.com/ambient-mesh/ambient/ztunnel/proxy/relay"
 	"github.com/ambient-mesh/ambient/ztunnel/rbac"
 )
 
@@ -358,9 +360,6 @@ func TestConcurrentConnections(t *testing.T) {
 // pod's connection with a reset too, not a clean EOF that would make a
 // truncated request look complete.
 func TestClientResetReachesServer(t *testing.T) {
-	if _, ok := any(&hbone.Stream{}).(relay.Resetter); !ok {
-		t.Skip("pkg/hbone.Stream has no Reset: an abort crosses HBONE as END_STREAM (see relay.Abort)")
-	}
 	e := newEnv(t, envOpts{})
 	c := e.dial(t, e.outboundLn, clientIP, netip.AddrPortFrom(serverIP, e.echoPort))
 	if _, err := c.Write([]byte("partial")); err != nil {
@@ -379,5 +378,82 @@ func TestClientResetReachesServer(t *testing.T) {
 		if line := n.logs.next(t); line["error"] == nil {
 			t.Errorf("access log of a reset connection has no error: %v", line)
 		}
+	}
+}
+
+// TestServerResetReachesClient: a pod that aborts its connection (RST)
+// makes the client's connection end with a reset too, not a clean EOF.
+func TestServerResetReachesClient(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.dial(t, e.outboundLn, clientIP, netip.AddrPortFrom(serverIP, e.abortPort))
+	if _, err := c.Write(bytes.Repeat([]byte("x"), abortLen)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client's connection ended with %v, want a reset", err)
+	}
+	for _, n := range []*node{e.a, e.b} {
+		if line := n.logs.next(t); line["error"] == nil {
+			t.Errorf("access log of a reset connection has no error: %v", line)
+		}
+	}
+}
+
+// TestForwardedForSpoofing: an ALLOW policy with ipBlocks admits the client
+// pod's connection, whose `forwarded: for=` its own identity vouches for,
+// but not a mesh peer of another identity claiming the client pod's address;
+// that peer is judged, and logged, by its connection's address.
+func TestForwardedForSpoofing(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	setPolicies(t, e.b, &security.Authorization{Name: "allow-client-ip", Namespace: "b", Scope: security.Scope_NAMESPACE,
+		Action: security.Action_ALLOW, Groups: []*security.Group{{Rules: []*security.Rules{{Matches: []*security.Match{{
+			SourceIps: []*security.Address{{Address: clientIP.AsSlice(), Length: 32}}}}}}}}})
+	// The peer connects from outsideIP, not from the pod it claims to be.
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(outsideIP, 0))}
+	cl, err := hbone.NewClient(hbone.ClientConfig{Certs: e.certs, Bundle: e.ca.Bundle, DialContext: d.DialContext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	tests := []struct {
+		name    string
+		source  spiffe.Identity
+		allowed bool
+		wantSrc netip.Addr
+	}{
+		{"the client pod's identity", e.clientID, true, clientIP},
+		{"an identity without workloads", e.otherID, false, outsideIP},
+		{"another workload's identity", e.serverID, false, outsideIP},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := cl.Dial(context.Background(), hbone.DialRequest{
+				Source: tt.source, Peer: netip.AddrPortFrom(serverIP, e.hbonePort),
+				Target: hbone.Target{Authority: netip.AddrPortFrom(serverIP, e.echoPort), ForwardedFor: clientIP},
+			})
+			if tt.allowed {
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				defer st.Close()
+				st.Write([]byte("ping"))
+				st.CloseWrite()
+				if got, err := io.ReadAll(st); err != nil || string(got) != "ping" {
+					t.Fatalf("echo %q, %v", got, err)
+				}
+				<-e.echoSeen
+			} else if !errors.Is(err, hbone.ErrDenied) {
+				t.Fatalf("Dial err = %v, want ErrDenied", err)
+			}
+			line := e.b.logs.next(t)
+			if src := netip.MustParseAddrPort(line["src.addr"].(string)).Addr(); src != tt.wantSrc {
+				t.Errorf("inbound access log src.addr = %s, want %s (line %v)", src, tt.wantSrc, line)
+			}
+			ignored := e.b.logs.FilterMessage("untrusted forwarded-for ignored").
+				FilterField(zap.Stringer("peer", tt.source)).Len()
+			if (ignored > 0) == tt.allowed {
+				t.Errorf("%d debug lines about an ignored forwarded-for, want them only for a spoofer", ignored)
+			}
+		})
 	}
 }

@@ -65,6 +65,9 @@ type Config struct {
 	Tracker *conntrack.Tracker
 	// Metrics, if set, receives Istio TCP metrics (reporter=destination).
 	Metrics *metrics.Metrics
+	// Logger receives debug events, such as an ignored forwarded-for
+	// address. Optional.
+	Logger *zap.Logger
 }
 
 // Handler serves HBONE streams for local workloads.
@@ -84,6 +87,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = PlainDial
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
 	return &Handler{cfg: cfg}, nil
 }
@@ -112,9 +118,11 @@ func (h *Handler) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 type Request struct {
 	Authority netip.AddrPort
 	Peer      spiffe.Identity
-	// SrcIP is the client's IP: the forwarded-for address, else the HBONE
-	// connection's remote IP.
-	SrcIP netip.Addr
+	// ForwardedFor is the client IP the peer claims (`forwarded: for=`),
+	// zero if none; SourceIP decides whether to believe it.
+	ForwardedFor netip.Addr
+	// RemoteIP is the HBONE connection's remote IP.
+	RemoteIP netip.Addr
 }
 
 // Verdict is the outcome of Authorize.
@@ -123,30 +131,36 @@ type Verdict struct {
 	Status int
 	// Inbound is the target (valid when InboundTarget succeeded).
 	Inbound route.Inbound
+	// SrcIP is the client IP policy saw (chosen by SourceIP, also when the
+	// target was refused), and SrcFrom how it was chosen (Source*).
+	SrcIP   netip.Addr
+	SrcFrom string
 	// RBAC is the policy decision (when it was evaluated).
 	RBAC rbac.Decision
 	// Reason is a constant string for logs.
 	Reason string
 }
 
-// Authorize is the pure inbound decision: target check, then L4 policy.
-// err explains a non-200 status.
+// Authorize is the pure inbound decision: target check, source IP
+// (SourceIP), then L4 policy. err explains a non-200 status.
 func Authorize(snap *state.Snapshot, local route.Local, req Request) (Verdict, error) {
 	in, err := route.InboundTarget(snap, local, req.Authority, req.Peer)
+	src, from := SourceIP(snap, local, in.Workload, req.Peer, req.ForwardedFor, req.RemoteIP)
 	if err != nil {
+		v := Verdict{Status: http.StatusBadRequest, SrcIP: src, SrcFrom: from, Reason: ReasonBadTarget}
 		if errors.Is(err, route.ErrWaypointBypass) {
-			return Verdict{Status: http.StatusUnauthorized, Reason: ReasonBypass}, err
+			v.Status, v.Reason = http.StatusUnauthorized, ReasonBypass
 		}
-		return Verdict{Status: http.StatusBadRequest, Reason: ReasonBadTarget}, err
+		return v, err
 	}
 	peer := req.Peer
 	d := rbac.Evaluate(snap.PoliciesFor(in.Workload), rbac.Conn{
-		SrcIP:       req.SrcIP.Unmap(),
+		SrcIP:       src,
 		DstIP:       in.Target.Addr(),
 		DstPort:     in.Target.Port(),
 		SrcIdentity: &peer,
 	})
-	v := Verdict{Status: http.StatusOK, Inbound: in, RBAC: d, Reason: d.Reason}
+	v := Verdict{Status: http.StatusOK, Inbound: in, SrcIP: src, SrcFrom: from, RBAC: d, Reason: d.Reason}
 	if !d.Allow {
 		v.Status = http.StatusUnauthorized
 		return v, fmt.Errorf("inbound %s from %s: %s %s", req.Authority, req.Peer, d.Reason, d.PolicyName())
@@ -159,16 +173,18 @@ func (h *Handler) ServeHBONE(ctx context.Context, r *hbone.Request) {
 	info := conntrack.Info{Direction: accesslog.Inbound, Start: time.Now(), Dst: r.Target.Authority,
 		SrcIdentity: conntrack.Identity(r.Peer)}
 	remote, _ := addrPort(r.RemoteAddr)
-	src := r.ForwardedFor.Unmap()
-	if !src.IsValid() {
-		src = remote.Addr()
+	snap := h.cfg.Store.Snapshot()
+	v, err := Authorize(snap, h.cfg.Local, Request{Authority: r.Target.Authority, Peer: r.Peer,
+		ForwardedFor: r.ForwardedFor, RemoteIP: remote.Addr()})
+	src := v.SrcIP
+	if v.SrcFrom == SourceUntrusted {
+		h.cfg.Logger.Debug("untrusted forwarded-for ignored",
+			zap.Stringer("forwarded_for", r.ForwardedFor), zap.Stringer("peer", r.Peer),
+			zap.Stringer("remote", remote.Addr()), zap.Stringer("dst", r.Target.Authority))
 	}
 	info.Src = netip.AddrPortFrom(src, 0)
-	snap := h.cfg.Store.Snapshot()
 	srcW := snap.WorkloadByNetworkIP(h.cfg.Local.Network, src)
 	info.SrcWorkload = conntrack.Name(srcW)
-
-	v, err := Authorize(snap, h.cfg.Local, Request{Authority: r.Target.Authority, Peer: r.Peer, SrcIP: src})
 	if w := v.Inbound.Workload; w != nil {
 		info.DstWorkload, info.DstIdentity = w.Name, conntrack.Identity(w.Identity)
 	}

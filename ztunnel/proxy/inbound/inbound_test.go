@@ -20,6 +20,7 @@ import (
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/conntrack"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/internal/fixture"
 	"github.com/ambient-mesh/ambient/ztunnel/route"
+	"github.com/ambient-mesh/ambient/ztunnel/state"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -37,8 +38,15 @@ func mesh() []*workloadapi.Address {
 		fixture.Workload("waypoint", "b", "waypoint", "B", "10.0.2.9"),
 		fixture.Workload("legacy", "b", "legacy", "B", "10.0.2.3", fixture.NotHBONE),
 		fixture.Workload("remote", "b", "server", "C", "10.0.3.1"),
+		// reviews is an endpoint of a service with a waypoint (svc-waypoint).
+		fixture.Workload("reviews", "b", "reviews", "B", "10.0.2.4", fixture.Member("b", "reviews", 9080, 9080)),
+		fixture.ServiceWaypointAt(fixture.Service("b", "reviews", "10.96.0.4", 9080, 9080), "10.0.2.10"),
+		fixture.Workload("svc-waypoint", "b", "svc-waypoint", "B", "10.0.2.10"),
 	}
 }
+
+// nodeA is the address HBONE connections from node A's ztunnel come from.
+var nodeA = netip.MustParseAddr("192.168.0.1")
 
 func TestAuthorize(t *testing.T) {
 	client := id("a", "client")
@@ -71,7 +79,7 @@ func TestAuthorize(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := fixture.Store(t, mesh(), tt.policies...)
 			v, err := Authorize(st.Snapshot(), route.Local{Node: "B"}, Request{
-				Authority: netip.MustParseAddrPort(tt.authority), Peer: tt.peer, SrcIP: netip.MustParseAddr("10.0.1.1")})
+				Authority: netip.MustParseAddrPort(tt.authority), Peer: tt.peer, RemoteIP: nodeA})
 			if v.Status != tt.status {
 				t.Fatalf("status = %d, want %d (err %v)", v.Status, tt.status, err)
 			}
@@ -83,6 +91,99 @@ func TestAuthorize(t *testing.T) {
 			}
 			if tt.status == http.StatusOK && v.Inbound.Target != netip.MustParseAddrPort(tt.authority) {
 				t.Fatalf("target = %s", v.Inbound.Target)
+			}
+		})
+	}
+}
+
+func TestSourceIP(t *testing.T) {
+	client, server, waypoint := id("a", "client"), id("b", "server"), id("b", "waypoint")
+	tests := []struct {
+		name      string
+		dst       string // destination workload uid, "" when the target was refused
+		peer      spiffe.Identity
+		forwarded string // "" for no header
+		want      string // "remote": nodeA
+		wantFrom  string
+	}{
+		{name: "no header", dst: "server", peer: client, want: "remote", wantFrom: SourceRemote},
+		{name: "own pod", dst: "server", peer: client, forwarded: "10.0.1.1", want: "10.0.1.1", wantFrom: SourceOwnWorkload},
+		{name: "own pod, IPv4-mapped", dst: "server", peer: client, forwarded: "::ffff:10.0.1.1", want: "10.0.1.1", wantFrom: SourceOwnWorkload},
+		{name: "own pod, target refused", peer: client, forwarded: "10.0.1.1", want: "10.0.1.1", wantFrom: SourceOwnWorkload},
+		{name: "spoofed pod of another identity", dst: "server", peer: client, forwarded: "10.0.2.1", want: "remote", wantFrom: SourceUntrusted},
+		{name: "unknown address", dst: "server", peer: client, forwarded: "10.9.9.9", want: "remote", wantFrom: SourceUntrusted},
+		{name: "node address of the peer", dst: "server", peer: client, forwarded: "192.168.0.1", want: "remote", wantFrom: SourceUntrusted},
+		// Certificates name identities, not pods: a peer speaks for every
+		// pod of its identity, wherever it runs.
+		{name: "another pod of the same identity", dst: "server", peer: server, forwarded: "10.0.3.1", want: "10.0.3.1", wantFrom: SourceOwnWorkload},
+		{name: "workload-bound waypoint", dst: "guarded", peer: waypoint, forwarded: "10.9.9.9", want: "10.9.9.9", wantFrom: SourceWaypoint},
+		{name: "service-bound waypoint", dst: "reviews", peer: id("b", "svc-waypoint"), forwarded: "10.0.1.1", want: "10.0.1.1", wantFrom: SourceWaypoint},
+		{name: "waypoint of another workload", dst: "server", peer: waypoint, forwarded: "10.0.1.1", want: "remote", wantFrom: SourceUntrusted},
+		{name: "service waypoint of another workload", dst: "guarded", peer: id("b", "svc-waypoint"), forwarded: "10.0.1.1", want: "remote", wantFrom: SourceUntrusted},
+		{name: "waypoint, target refused", peer: waypoint, forwarded: "10.9.9.9", want: "remote", wantFrom: SourceUntrusted},
+		{name: "unknown identity", dst: "guarded", peer: id("x", "stranger"), forwarded: "10.0.1.1", want: "remote", wantFrom: SourceUntrusted},
+	}
+	snap := fixture.Store(t, mesh()).Snapshot()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var dst *state.Workload
+			if tt.dst != "" {
+				if dst = snap.WorkloadByUID(tt.dst); dst == nil {
+					t.Fatalf("no workload %s in the fixture", tt.dst)
+				}
+			}
+			var fwd netip.Addr
+			if tt.forwarded != "" {
+				fwd = netip.MustParseAddr(tt.forwarded)
+			}
+			want := nodeA
+			if tt.want != "remote" {
+				want = netip.MustParseAddr(tt.want)
+			}
+			got, from := SourceIP(snap, route.Local{Node: "B"}, dst, tt.peer, fwd, nodeA)
+			if got != want || from != tt.wantFrom {
+				t.Fatalf("SourceIP = %s (%s), want %s (%s)", got, from, want, tt.wantFrom)
+			}
+		})
+	}
+}
+
+// TestAuthorizeSourceIPPolicy: ipBlocks are evaluated against the address
+// SourceIP trusts, so a peer cannot claim its way into an ALLOW or out of
+// a DENY.
+func TestAuthorizeSourceIPPolicy(t *testing.T) {
+	allowClient := fixture.SourceIPs("b", "allow-client", security.Action_ALLOW, "10.0.1.1/32")
+	denyNodeA := fixture.SourceIPs("b", "deny-node-a", security.Action_DENY, "192.168.0.0/24")
+	tests := []struct {
+		name      string
+		policy    *security.Authorization
+		authority string
+		peer      spiffe.Identity
+		forwarded string
+		status    int
+		wantSrc   string
+	}{
+		{"allowed client from its own pod", allowClient, "10.0.2.1:8080", id("a", "client"), "10.0.1.1", http.StatusOK, "10.0.1.1"},
+		{"spoofer claiming the allowed pod", allowClient, "10.0.2.1:8080", id("a", "other"), "10.0.1.1", http.StatusUnauthorized, "192.168.0.1"},
+		{"spoofer of a known identity claiming the allowed pod", allowClient, "10.0.2.1:8080", id("b", "server"), "10.0.1.1", http.StatusUnauthorized, "192.168.0.1"},
+		{"no header", allowClient, "10.0.2.1:8080", id("a", "client"), "", http.StatusUnauthorized, "192.168.0.1"},
+		{"waypoint for the allowed client", allowClient, "10.0.2.2:8080", id("b", "waypoint"), "10.0.1.1", http.StatusOK, "10.0.1.1"},
+		{"spoofer escaping a DENY on its address", denyNodeA, "10.0.2.1:8080", id("a", "other"), "10.0.1.1", http.StatusUnauthorized, "192.168.0.1"},
+		{"own pod outside the DENY", denyNodeA, "10.0.2.1:8080", id("a", "client"), "10.0.1.1", http.StatusOK, "10.0.1.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := fixture.Store(t, mesh(), tt.policy)
+			req := Request{Authority: netip.MustParseAddrPort(tt.authority), Peer: tt.peer, RemoteIP: nodeA}
+			if tt.forwarded != "" {
+				req.ForwardedFor = netip.MustParseAddr(tt.forwarded)
+			}
+			v, err := Authorize(st.Snapshot(), route.Local{Node: "B"}, req)
+			if v.Status != tt.status {
+				t.Fatalf("status = %d (%s), want %d; err %v", v.Status, v.Reason, tt.status, err)
+			}
+			if v.SrcIP != netip.MustParseAddr(tt.wantSrc) {
+				t.Fatalf("policy saw source %s (%s), want %s", v.SrcIP, v.SrcFrom, tt.wantSrc)
 			}
 		})
 	}

@@ -104,12 +104,15 @@ func closeWrite(c net.Conn) error {
 // rather than an end of stream.
 type Resetter interface{ Reset() error }
 
+// An HBONE stream aborts with RST_STREAM(CANCEL) and no END_STREAM, so the
+// far ztunnel's relay fails too and resets its TCP side.
+var _ Resetter = (*hbone.Stream)(nil)
+
 // Abort closes c so that its peer sees a reset: SO_LINGER 0 on a TCP
-// socket (RST instead of FIN); on a connection with a Reset method, Reset.
-//
-// An *hbone.Stream has no Reset yet: its Close sends END_STREAM before
-// RST_STREAM, so the peer reads a clean EOF and a client's abort reaches the
-// pod as a FIN. Once pkg/hbone grows Stream.Reset, Abort uses it.
+// socket (RST instead of FIN); on a connection with a Reset method (an
+// *hbone.Stream), Reset, which also releases it. Either way a client's
+// abort reaches the pod as a reset, and a pod's reset reaches the client,
+// instead of a FIN that would make a truncated transfer look complete.
 func Abort(c net.Conn) {
 	if r, ok := c.(Resetter); ok {
 		_ = r.Reset()
