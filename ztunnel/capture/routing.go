@@ -108,7 +108,10 @@ func (r NodeRouting) Ensure() error {
 	}
 	for _, family := range families {
 		if err := r.ensure(h, family, lo.Attrs().Index); err != nil {
-			if family == netlink.FAMILY_V6 && errors.Is(err, unix.EAFNOSUPPORT) {
+			// IPv6 absent (EAFNOSUPPORT) or disabled in this namespace
+			// (disable_ipv6=1 makes route changes fail with EACCES): there is
+			// no IPv6 traffic to steer.
+			if family == netlink.FAMILY_V6 && (errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EACCES)) {
 				continue
 			}
 			return fmt.Errorf("node routing: %w", err)
@@ -150,11 +153,11 @@ func (r NodeRouting) Remove() error {
 	}
 	for _, family := range families {
 		err := h.RuleDel(r.rule(family))
-		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("node routing: delete fwmark rule: %w", err)
 		}
 		err = h.RouteDel(r.route(family, lo.Attrs().Index))
-		if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+		if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("node routing: delete local route from table %d: %w", r.withDefaults().Table, err)
 		}
 	}
