@@ -11,7 +11,7 @@ CP_BIN    ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/ambient/co
 VERSION   ?= dev
 LDFLAGS   := -s -w -X github.com/ambient-mesh/ambient/pkg/version.Version=$(VERSION)
 # Main packages built into $(BIN); the file name is the last path element.
-CMDS      := ./hack/localcluster/cmd/localcluster ./e2e/apps/echo ./ztunnel/cmd/ztunnel ./ctl/cmd/ambientctl ./istiod-lite/cmd/istiod-lite
+CMDS      := ./hack/localcluster/cmd/localcluster ./e2e/apps/echo ./ztunnel/cmd/ztunnel ./ctl/cmd/ambientctl ./istiod-lite/cmd/istiod-lite ./waypoint/cmd/waypoint
 E2E_FLAGS ?=
 LC_FLAGS  := --state-dir $(STATE) --bin-dir $(BIN) --controlplane-bin-dir $(CP_BIN)
 
