@@ -41,10 +41,11 @@ type Env struct {
 var env *Env
 
 // Main brings the cluster up, runs the tests and tears it down. Call it from
-// TestMain.
-func Main(m *testing.M) {
+// TestMain. Setup functions run once the cluster is up, before the tests (e.g.
+// InstallMesh); a failing one fails the run.
+func Main(m *testing.M, setup ...func() error) {
 	flag.Parse()
-	code, err := run(m)
+	code, err := run(m, setup)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		if code == 0 {
@@ -54,7 +55,7 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-func run(m *testing.M) (int, error) {
+func run(m *testing.M, setup []func() error) (int, error) {
 	e := &Env{Kubeconfig: *kubeconfig, BinDir: *binDir}
 	if e.BinDir == "" {
 		root, err := repoRoot()
@@ -102,6 +103,11 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	env = e
+	for _, fn := range setup {
+		if err := fn(); err != nil {
+			return 1, fmt.Errorf("setup: %w", err)
+		}
+	}
 	return m.Run(), nil
 }
 

@@ -145,14 +145,25 @@ func (t *T) Pods(selector string) []corev1.Pod {
 	return l.Items
 }
 
+// EchoSummary is the echo client's JSON summary.
+type EchoSummary = client.Result
+
 // RunEchoClient runs `echo client ARGS...` as a pod on node (any node if
 // ""), waits for it to finish and returns its parsed summary.
 func (t *T) RunEchoClient(name, node string, args ...string) client.Result {
 	t.Helper()
+	return t.RunEchoClientAs(name, node, "", args...)
+}
+
+// RunEchoClientAs is RunEchoClient with the pod running as serviceAccount
+// (its mesh identity).
+func (t *T) RunEchoClientAs(name, node, serviceAccount string, args ...string) client.Result {
+	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
+			ServiceAccountName: serviceAccount,
+			RestartPolicy:      corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name: "client", Image: EchoImage, Args: append([]string{"client", "--allow-errors"}, args...),
 			}},

@@ -216,6 +216,7 @@ type clientOptions struct {
 	keepAlive       bool
 	newConn         bool
 	allowErrors     bool
+	startDelay      time.Duration
 	tlsCert, tlsKey string
 }
 
@@ -232,11 +233,19 @@ func (o *clientOptions) bind(cmd *cobra.Command) {
 	f.BoolVar(&o.keepAlive, "keepalive", true, "reuse connections between requests (http, h2c, https, grpc)")
 	f.BoolVar(&o.newConn, "new-conn", false, "open a new connection per request")
 	f.BoolVar(&o.allowErrors, "allow-errors", false, "exit 0 even when requests got no response")
+	f.DurationVar(&o.startDelay, "start-delay", 0, "wait this long before the first request (e.g. until a new pod's traffic is captured)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate for https:// targets")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM key for --tls-cert")
 }
 
 func runClient(ctx context.Context, o clientOptions, stdout io.Writer) (int, error) {
+	if o.startDelay > 0 {
+		select {
+		case <-ctx.Done():
+			return ExitFailed, ctx.Err()
+		case <-time.After(o.startDelay):
+		}
+	}
 	if o.target == "" {
 		return ExitUsage, usageError{errors.New("--target is required, e.g. --target http://echo.demo:8080/")}
 	}

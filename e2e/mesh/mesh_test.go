@@ -1,0 +1,111 @@
+//go:build e2e
+
+package mesh
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ambient-mesh/ambient/e2e/framework"
+)
+
+func TestMain(m *testing.M) { framework.Main(m, framework.InstallMesh) }
+
+const ambientLabel = "istio.io/dataplane-mode"
+
+// TestL4Mesh: enroll a namespace with running pods; cross-node traffic goes
+// through both ztunnels (the server sees the destination ztunnel as its peer
+// and ztunnel's metrics carry the client's SPIFFE identity); an L4
+// AuthorizationPolicy admits only the named principal; un-enrolling restores
+// direct traffic.
+func TestL4Mesh(t *testing.T) {
+	f := framework.New(t, nil)
+	f.DeployEcho(framework.EchoOptions{Name: "server", Node: "node2"})
+	f.WaitDeploymentReady("server-v1", 90*time.Second)
+	server := f.Pods("app=server")[0]
+	target := fmt.Sprintf("http://%s:%d/", server.Status.PodIP, framework.EchoHTTPPort)
+
+	direct := f.RunEchoClient("direct", "node1", "--target", target, "--count", "3")
+	if direct.OK != 3 {
+		t.Fatalf("before enrollment: %d/3 ok: %v", direct.OK, direct.ErrorSamples)
+	}
+
+	// Enroll the namespace: no pod restarts.
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"ambient"}}}`, ambientLabel)
+	if _, err := f.Client.CoreV1().Namespaces().Patch(f.Ctx, f.Namespace, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "client"}}
+	if _, err := f.Client.CoreV1().ServiceAccounts(f.Namespace).Create(f.Ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var meshed framework.EchoSummary
+	f.Eventually(60*time.Second, "meshed request reaches the server through ztunnel", func() error {
+		meshed = f.RunEchoClientAs("meshed-"+fmt.Sprint(time.Now().UnixNano()%100000), "node1", "client", "--start-delay", "2s", "--target", target, "--count", "3")
+		if meshed.OK != 3 {
+			return fmt.Errorf("%d/3 ok: %v", meshed.OK, meshed.ErrorSamples)
+		}
+		return nil
+	})
+	zt := f.ZtunnelPod("node2")
+	f.Eventually(30*time.Second, "destination ztunnel reports the client's identity", func() error {
+		b, err := f.ProxyGet(zt, "15020", "/metrics")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf(`source_principal="spiffe://cluster.local/ns/%s/sa/client"`, f.Namespace)
+		if !strings.Contains(string(b), "istio_tcp_connections_opened_total") || !strings.Contains(string(b), want) {
+			return fmt.Errorf("metrics lack %s", want)
+		}
+		return nil
+	})
+	b, err := f.ProxyGet(zt, "15000", "/config_dump?section=certificates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs map[string][]map[string]any
+	if err := json.Unmarshal(b, &certs); err != nil {
+		t.Fatalf("certificates dump: %v", err)
+	}
+	found := false
+	for _, c := range certs["certificates"] {
+		if c["identity"] == fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/server", f.Namespace) && c["state"] == "Available" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("node2's ztunnel holds no certificate for the server: %s", b)
+	}
+
+	// L4 policy: only another principal is allowed → the client is refused.
+	policy := fmt.Sprintf(`{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"only-other","namespace":%q},
+"spec":{"selector":{"matchLabels":{"app":"server"}},"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/%s/sa/other"]}}]}]}}`, f.Namespace, f.Namespace)
+	f.Apply(policy)
+	f.Eventually(60*time.Second, "ALLOW for another principal refuses the client", func() error {
+		res := f.RunEchoClientAs("denied-"+fmt.Sprint(time.Now().UnixNano()%100000), "node1", "client", "--start-delay", "2s", "--target", target, "--count", "3")
+		if res.OK != 0 {
+			return fmt.Errorf("%d/3 requests still allowed", res.OK)
+		}
+		return nil
+	})
+
+	// Un-enroll: traffic flows directly again.
+	unpatch := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, ambientLabel)
+	if _, err := f.Client.CoreV1().Namespaces().Patch(f.Ctx, f.Namespace, types.MergePatchType, []byte(unpatch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.Eventually(60*time.Second, "un-enrolled traffic flows directly", func() error {
+		res := f.RunEchoClientAs("after-"+fmt.Sprint(time.Now().UnixNano()%100000), "node1", "client", "--start-delay", "2s", "--target", target, "--count", "3")
+		if res.OK != 3 {
+			return fmt.Errorf("%d/3 ok: %v", res.OK, res.ErrorSamples)
+		}
+		return nil
+	})
+}
