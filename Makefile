@@ -54,8 +54,9 @@ test-unit: ## Unit, component and netns tests (netns tests need root)
 test-e2e: build ## End-to-end tests against the local cluster (brought up once, removed afterwards)
 	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
 	rc=0; \
-	$(GO) test -count=1 -tags e2e -timeout 20m $$($(GO) list -tags e2e ./e2e/... | grep -v -e /apps/ -e /framework$$) $(E2E_FLAGS) || rc=$$?; \
+	$(CP_BIN)/kubectl --kubeconfig $(STATE)/kubeconfig apply --server-side -f charts/base/crds >/dev/null || rc=$$?; \
 	AMBIENT_E2E_KUBECONFIG=$(STATE)/kubeconfig $(GO) test -count=1 -run 'KubeE2E' ./istiod-lite/... || rc=$$?; \
+	$(GO) test -count=1 -tags e2e -timeout 20m $$($(GO) list -tags e2e ./e2e/... | grep -v -e /apps/ -e /framework$$) $(E2E_FLAGS) || rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "e2e failed; cluster logs:"; tail -n 20 $(STATE)/logs/*.log || true; fi; \
 	if [ $$was_up = 0 ]; then $(BIN)/localcluster down $(LC_FLAGS); fi; \
 	exit $$rc

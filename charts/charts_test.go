@@ -199,7 +199,11 @@ func TestValues(t *testing.T) {
 func TestContract(t *testing.T) {
 	var all bytes.Buffer
 	for _, name := range []string{IstiodLite, Ztunnel} {
-		m, err := render(t, name, nil)
+		var vals map[string]any
+		if name == IstiodLite {
+			vals = map[string]any{"waypointGatewayClass": true} // off by default: istiod-lite creates it
+		}
+		m, err := render(t, name, vals)
 		if err != nil {
 			t.Fatal(err)
 		}
