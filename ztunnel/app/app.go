@@ -198,8 +198,9 @@ func runProxy(ctx context.Context, cfg config.Config, log *zap.Logger, level zap
 		Certs: certSource{ids}, Bundle: ids.Bundle, Logger: log.Named("proxy"),
 		Metrics:  metrics.New(reg),
 		Outbound: lns.outbound, Inbound: lns.inbound, InboundPlaintext: lns.plain,
-		OriginalDst:  lns.originalDst,
-		DrainTimeout: cfg.DrainTimeout,
+		OriginalDst:      lns.originalDst,
+		HBONEDialContext: lns.hboneDial,
+		DrainTimeout:     cfg.DrainTimeout,
 	})
 	if err != nil {
 		lns.close()

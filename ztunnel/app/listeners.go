@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,6 +28,11 @@ type listeners struct {
 	// the capture role has loaded it) and re-registers them if they vanish.
 	keep  func(ctx context.Context) error
 	close func()
+	// hboneDial opens HBONE connections; nil means a plain dial. With
+	// capture, a connection to an enrolled pod of this node is marked so the
+	// node delivers it to our own HBONE listener (a pod's veth only captures
+	// what the pod sends, not what the node sends to it).
+	hboneDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*listeners, error) {
@@ -62,6 +68,21 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 	pinDir := filepath.Join(cfg.BPFFS, "capture")
 	var mu sync.Mutex
 	var sm *capture.Sockmap
+	var enrolled atomic.Pointer[capture.EnrolledView]
+	out.hboneDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{}
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			if v := enrolled.Load(); v != nil && v.Enrolled(ap.Addr()) {
+				d.Control = capture.MarkCaptured
+				// The local route's preferred source is the pod's address,
+				// which is not ours: leave from the node's address.
+				if cfg.NodeIP.IsValid() {
+					d.LocalAddr = &net.TCPAddr{IP: cfg.NodeIP.AsSlice()}
+				}
+			}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
 	var lastErr error = errors.New("not yet registered with the capture sockmap")
 	out.ready = func() error {
 		mu.Lock()
@@ -75,6 +96,13 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 				return fmt.Errorf("open the capture sockmap in %s (is the capture container running?): %w", pinDir, err)
 			}
 			sm = s
+		}
+		if enrolled.Load() == nil {
+			v, err := capture.OpenEnrolled(pinDir)
+			if err != nil {
+				return err
+			}
+			enrolled.Store(v)
 		}
 		for i, k := range kinds {
 			if sm.Registered(k, false) {
@@ -93,6 +121,9 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 		defer func() {
 			if sm != nil {
 				_ = sm.Close()
+			}
+			if v := enrolled.Swap(nil); v != nil {
+				_ = v.Close()
 			}
 		}()
 		for {
