@@ -283,8 +283,9 @@ func (r *router) resolveGateway(gw *state.Gateway, dstIP netip.Addr) (*state.Wor
 //     target port: its own mapping, else the service's non-zero target, else
 //     (with an application tunnel) the service port;
 //   - among those, the best ranked by the service's routing preferences in
-//     STRICT or FAILOVER mode, or by default (this project's choice, see
-//     DESIGN.md) the ones on the source's node first;
+//     STRICT or FAILOVER mode (istiod-lite sets them for PreferClose and
+//     internalTrafficPolicy: Local); by default all rank alike, as upstream:
+//     a Service spreads its connections over every replica on every node;
 //   - then at random weighted by capacity.
 //
 // It returns the workload, its address (same family as dstIP when it has
@@ -359,7 +360,10 @@ func (r *router) pickEndpoint(svc *state.Service, svcPort uint16, waypointMode b
 	panic("route: weighted pick out of range") // total counted the same set
 }
 
-var defaultPrefs = []workloadapi.LoadBalancing_Scope{workloadapi.LoadBalancing_NODE}
+// defaultPrefs is empty: without a load-balancing mode every endpoint ranks
+// alike. (DESIGN.md said "same node first"; that sends all of a node's
+// clients to one replica and defeats load balancing, so we follow upstream.)
+var defaultPrefs []workloadapi.LoadBalancing_Scope
 
 // rank counts how many leading routing preferences w shares with the
 // source, as upstream's FAILOVER ranking.

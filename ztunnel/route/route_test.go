@@ -60,7 +60,7 @@ func TestRoute(t *testing.T) {
 			wantDst: "echo-z",
 		},
 		{
-			name: "service VIP prefers same-node endpoint", src: "sleep", dst: "10.96.0.10:80", rand: []int{0},
+			name: "service VIP: endpoints of every node are candidates (the pick lands on the same node)", src: "sleep", dst: "10.96.0.10:80", rand: []int{1},
 			want:    Decision{Kind: Direct, HBONEAddr: ap("10.0.1.2:15008"), Target: ap("10.0.1.2:8080"), ExpectedIdentity: id("echo-z"), SameNode: true, Reason: ReasonServiceEndpoint},
 			wantDst: "echo-z", wantSvc: "default/echo",
 		},
@@ -246,8 +246,8 @@ func TestRouteRandDomain(t *testing.T) {
 	if _, err := Route(snap, snap.WorkloadByUID("sleep"), ap("10.96.0.10:80"), Options{Rand: r}); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.ns) != 1 || r.ns[0] != 1 {
-		t.Errorf("IntN called with %v, want [1] (only the same-node endpoint)", r.ns)
+	if len(r.ns) != 1 || r.ns[0] != 2 {
+		t.Errorf("IntN called with %v, want [2] (both nodes' endpoints: no same-node preference by default)", r.ns)
 	}
 }
 
