@@ -84,6 +84,24 @@ func TestL4Mesh(t *testing.T) {
 		t.Errorf("node2's ztunnel holds no certificate for the server: %s", b)
 	}
 
+	// A Service VIP spreads meshed connections over the replicas of both nodes.
+	f.DeployEcho(framework.EchoOptions{Name: "lb", Version: "v1", Node: "node1"})
+	f.DeployEcho(framework.EchoOptions{Name: "lb", Version: "v2", Node: "node2"})
+	f.WaitDeploymentReady("lb-v1", 90*time.Second)
+	f.WaitDeploymentReady("lb-v2", 90*time.Second)
+	lb, err := f.Client.CoreV1().Services(f.Namespace).Get(f.Ctx, "lb", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Eventually(60*time.Second, "Service VIP load-balanced over both nodes through the mesh", func() error {
+		res := f.RunEchoClientAs("lb-"+fmt.Sprint(time.Now().UnixNano()%100000), "node1", "client", "--start-delay", "2s",
+			"--target", fmt.Sprintf("http://%s:80/", lb.Spec.ClusterIP), "--count", "30", "--new-conn")
+		if res.OK != 30 || res.ByVersion["v1"] == 0 || res.ByVersion["v2"] == 0 {
+			return fmt.Errorf("%d/30 ok, by version %v: %v", res.OK, res.ByVersion, res.ErrorSamples)
+		}
+		return nil
+	})
+
 	// L4 policy: only another principal is allowed → the client is refused.
 	policy := fmt.Sprintf(`{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"only-other","namespace":%q},
 "spec":{"selector":{"matchLabels":{"app":"server"}},"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/%s/sa/other"]}}]}]}}`, f.Namespace, f.Namespace)
