@@ -44,7 +44,7 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
 	$(GO) tool staticcheck -tags e2e ./...
 
 .PHONY: test
-test: deps controlplane build lint test-unit test-e2e ## Everything: lint, unit, component, netns and end-to-end tests
+test: deps controlplane build lint check-generate test-unit test-e2e ## Everything: lint, generated files current, unit, component, netns and end-to-end tests
 
 .PHONY: test-unit
 test-unit: ## Unit, component and netns tests (netns tests need root)
