@@ -73,7 +73,7 @@ check-generate: generate ## Fail if generated files are not current
 .PHONY: bench
 bench: ## Go benchmarks and hack/bench scripts (installs stunnel4, nginx, wrk, iperf3)
 	@bash hack/deps.sh bench
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/...
+	bash hack/bench/ratios.sh
 
 .PHONY: cluster-up
 cluster-up: deps controlplane build ## Bring up the local cluster (NODES=2)
