@@ -52,7 +52,7 @@ test-unit: ## Unit, component and netns tests (netns tests need root)
 
 .PHONY: test-e2e
 test-e2e: build ## End-to-end tests against the local cluster (brought up once, removed afterwards)
-	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
+	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster down $(LC_FLAGS) >/dev/null 2>&1 || true; $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
 	rc=0; \
 	$(CP_BIN)/kubectl --kubeconfig $(STATE)/kubeconfig apply --server-side -f charts/base/crds >/dev/null || rc=$$?; \
 	AMBIENT_E2E_KUBECONFIG=$(STATE)/kubeconfig $(GO) test -count=1 -run 'KubeE2E' ./istiod-lite/... || rc=$$?; \

@@ -74,6 +74,8 @@ func run(m *testing.M, setup []func() error) (int, error) {
 		_, statErr := os.Stat(e.Kubeconfig)
 		wasUp := statErr == nil && exec.Command(lc, "status", "--state-dir", e.StateDir).Run() == nil
 		if !wasUp {
+			// Whatever a crashed run left behind goes first.
+			_ = exec.Command(lc, "down", "--state-dir", e.StateDir).Run()
 			t0 := time.Now()
 			cmd := exec.Command(lc, "up", "--nodes", fmt.Sprint(*nodes), "--state-dir", e.StateDir, "--bin-dir", e.BinDir)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
