@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -103,7 +102,6 @@ type conn struct {
 	nc     net.Conn
 	cork   *corkConn // under nc's TLS, if any
 	client bool
-	cert   *tls.Certificate // client: the certificate presented (set before the pool sees c)
 	lim    Limits
 	hooks  connHooks
 	stats  *counters
