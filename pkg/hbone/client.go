@@ -155,10 +155,30 @@ func expectKey(ids []spiffe.Identity) string {
 	return strings.Join(ss, ",")
 }
 
-// getConn returns a pooled connection with a stream slot reserved,
-// dialing one (once for all concurrent callers) if none has room.
+// getConn returns a pooled connection opened with the source's current
+// certificate with a stream slot reserved, dialing one (once for all
+// concurrent callers) if none has room. Connections opened with an older
+// certificate are drained: their streams go on, they take no new ones.
 func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*conn, error) {
+	// Asked once per Dial: the source renews certificates (pkg/identity
+	// returns a cached pointer, so this is cheap). Once per Dial, not per
+	// loop: a connection this Dial waited for was opened with this
+	// certificate, so the loop converges even if the source hands out a new
+	// certificate on every call.
+	cctx, cancel := context.WithTimeout(ctx, cl.cfg.DialTimeout)
+	cert, err := cl.cfg.Certs.ClientCertificate(cctx, req.Source)
+	cancel()
+	if err == nil && cert == nil {
+		err = errors.New("no certificate")
+	}
+	if err != nil {
+		return nil, &DialError{Peer: req.Peer.String(), Op: "cert", Err: fmt.Errorf("identity %s: %w", req.Source, err)}
+	}
+	if err := checkCertExpiry(req.Source, cert, time.Now()); err != nil {
+		return nil, &DialError{Peer: req.Peer.String(), Op: "cert", Err: err}
+	}
 	for {
+		var drain []*conn
 		cl.mu.Lock()
 		if cl.closed {
 			cl.mu.Unlock()
@@ -172,26 +192,38 @@ func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*c
 		loads := make([]connLoad, len(kp.conns))
 		for i, c := range kp.conns {
 			loads[i] = c.load()
+			if loads[i].stale = !sameCert(c.cert, cert); loads[i].stale && loads[i].usable {
+				drain = append(drain, c)
+			}
 		}
+		var picked *conn
 		if i := pickConn(loads); i >= 0 {
 			c := kp.conns[i]
+			picked = c
 			c.mu.Lock()
 			c.reserved++
 			if c.idleTimer != nil {
 				c.idleTimer.Stop()
 			}
 			c.mu.Unlock()
-			cl.mu.Unlock()
-			return c, nil
 		}
-		dc := kp.dial
-		if dc == nil {
-			dc = &dialCall{done: make(chan struct{})}
-			kp.dial = dc
-			cl.wg.Add(1)
-			go cl.dial(key, kp, dc, req)
+		var dc *dialCall
+		if picked == nil {
+			if dc = kp.dial; dc == nil {
+				dc = &dialCall{done: make(chan struct{})}
+				kp.dial = dc
+				cl.wg.Add(1)
+				go cl.dial(key, kp, dc, req, cert)
+			}
 		}
 		cl.mu.Unlock()
+		for _, c := range drain {
+			// GOAWAY; closes once its last stream ends.
+			c.shutdown()
+		}
+		if picked != nil {
+			return picked, nil
+		}
 		select {
 		case <-dc.done:
 			if dc.err != nil {
@@ -203,9 +235,9 @@ func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*c
 	}
 }
 
-func (cl *Client) dial(key poolKey, kp *keyPool, dc *dialCall, req DialRequest) {
+func (cl *Client) dial(key poolKey, kp *keyPool, dc *dialCall, req DialRequest, cert *tls.Certificate) {
 	defer cl.wg.Done()
-	c, err := cl.connect(key, req)
+	c, err := cl.connect(key, req, cert)
 	if err == nil {
 		err = c.start()
 	}
@@ -234,15 +266,11 @@ func (cl *Client) dial(key poolKey, kp *keyPool, dc *dialCall, req DialRequest) 
 	cl.mu.Unlock()
 }
 
-// connect opens TCP + mutual TLS to the peer.
-func (cl *Client) connect(key poolKey, req DialRequest) (*conn, error) {
+// connect opens TCP + mutual TLS to the peer, presenting cert.
+func (cl *Client) connect(key poolKey, req DialRequest, cert *tls.Certificate) (*conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cl.cfg.DialTimeout)
 	defer cancel()
 	peer := req.Peer.String()
-	cert, err := cl.cfg.Certs.ClientCertificate(ctx, req.Source)
-	if err != nil {
-		return nil, &DialError{Peer: peer, Op: "cert", Err: fmt.Errorf("identity %s: %w", req.Source, err)}
-	}
 	nc, err := cl.cfg.DialContext(ctx, "tcp", peer)
 	if err != nil {
 		return nil, &DialError{Peer: peer, Op: "dial", Err: err}
@@ -257,7 +285,9 @@ func (cl *Client) connect(key poolKey, req DialRequest) (*conn, error) {
 		nc.Close()
 		return nil, &DialError{Peer: peer, Op: "tls", Err: fmt.Errorf("peer negotiated ALPN %q, want %q; is it an HBONE endpoint?", p, ALPN)}
 	}
-	return newConn(tc, cork, true, cl.cfg.Limits, &clientConn{cl: cl, key: key}, &cl.stats, &cl.wg), nil
+	c := newConn(tc, cork, true, cl.cfg.Limits, &clientConn{cl: cl, key: key}, &cl.stats, &cl.wg)
+	c.cert = cert
+	return c, nil
 }
 
 // Close closes every pooled connection; open streams fail.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -102,6 +103,7 @@ type conn struct {
 	nc     net.Conn
 	cork   *corkConn // under nc's TLS, if any
 	client bool
+	cert   *tls.Certificate // client: the certificate presented (set before the pool sees c)
 	lim    Limits
 	hooks  connHooks
 	stats  *counters

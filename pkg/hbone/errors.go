@@ -65,7 +65,7 @@ func (e *StatusError) Is(target error) bool { s := e.sentinel(); return s != nil
 // peer. Its message carries a hint about the likely cause.
 type DialError struct {
 	Peer string
-	Op   string // "dial", "tls", "identity", "cert"
+	Op   string // "dial", "tls", "identity", "cert" (also an expired certificate: ErrCertExpired)
 	Err  error
 }
 
@@ -76,6 +76,9 @@ func (e *DialError) Error() string {
 	case "tls":
 		return fmt.Sprintf("TLS handshake with HBONE peer %s: %v (do both sides trust the same root CA and trust domain, and are the certificates current?)", e.Peer, e.Err)
 	case "cert":
+		if errors.Is(e.Err, ErrCertExpired) {
+			return fmt.Sprintf("HBONE peer %s: %v", e.Peer, e.Err)
+		}
 		return fmt.Sprintf("get client certificate for HBONE peer %s: %v (has the identity's certificate been issued yet?)", e.Peer, e.Err)
 	default:
 		return fmt.Sprintf("HBONE peer %s: %s: %v", e.Peer, e.Op, e.Err)

@@ -159,7 +159,6 @@ func TestTLSRefused(t *testing.T) {
 			// Signed by the trusted root but naming another trust domain.
 			return e.ca.MustIssue(t, evil.Identity("default", "client"), time.Hour)
 		}},
-		{"expired", func(e *env) *tls.Certificate { return e.ca.MustIssue(t, e.src, -time.Minute) }},
 		{"unknown CA", func(*env) *tls.Certificate { return other.MustIssue(t, other.Identity("default", "client"), time.Hour) }},
 	}
 	for _, tt := range tests {

@@ -156,12 +156,14 @@ func TestPickConn(t *testing.T) {
 		want  int
 	}{
 		{"none", nil, -1},
-		{"room on first", []connLoad{{true, 5, 100}, {true, 0, 100}}, 0},
-		{"first full", []connLoad{{true, 100, 100}, {true, 3, 100}}, 1},
-		{"all full", []connLoad{{true, 100, 100}, {true, 100, 100}}, -1},
-		{"peer limit lower", []connLoad{{true, 10, 10}}, -1},
-		{"unusable skipped", []connLoad{{false, 0, 100}, {true, 99, 100}}, 1},
-		{"only unusable", []connLoad{{false, 0, 100}}, -1},
+		{"room on first", []connLoad{{usable: true, active: 5, max: 100}, {usable: true, active: 0, max: 100}}, 0},
+		{"first full", []connLoad{{usable: true, active: 100, max: 100}, {usable: true, active: 3, max: 100}}, 1},
+		{"all full", []connLoad{{usable: true, active: 100, max: 100}, {usable: true, active: 100, max: 100}}, -1},
+		{"peer limit lower", []connLoad{{usable: true, active: 10, max: 10}}, -1},
+		{"unusable skipped", []connLoad{{usable: false, active: 0, max: 100}, {usable: true, active: 99, max: 100}}, 1},
+		{"only unusable", []connLoad{{usable: false, active: 0, max: 100}}, -1},
+		{"stale certificate skipped", []connLoad{{usable: true, stale: true, active: 0, max: 100}, {usable: true, active: 50, max: 100}}, 1},
+		{"only stale", []connLoad{{usable: true, stale: true, active: 0, max: 100}}, -1},
 	}
 	for _, tt := range tests {
 		if got := pickConn(tt.loads); got != tt.want {

@@ -3,6 +3,7 @@ package hbone
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,9 @@ type Request struct {
 	Target
 	// Peer is the verified SPIFFE identity of the client certificate.
 	Peer spiffe.Identity
+	// PeerCertificate is that (verified) client leaf certificate, e.g. to
+	// log its serial number.
+	PeerCertificate *x509.Certificate
 	// LocalAddr and RemoteAddr are those of the HBONE connection.
 	LocalAddr, RemoteAddr net.Addr
 
@@ -261,14 +265,15 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client identity: %w", err)
 	}
-	h := &serverConn{srv: s, peer: peer}
+	h := &serverConn{srv: s, peer: peer, peerCert: cs.PeerCertificates[0]}
 	return newConn(tc, cork, false, s.cfg.Limits, h, &s.stats, &s.wg), nil
 }
 
 // serverConn is the server role of a connection.
 type serverConn struct {
-	srv  *Server
-	peer spiffe.Identity
+	srv      *Server
+	peer     spiffe.Identity
+	peerCert *x509.Certificate
 	// handlers counts running handler goroutines, which outlive streams a
 	// client resets. Past maxHandlersFactor × MaxConcurrentStreams the
 	// client is opening and resetting streams faster than handlers finish
@@ -323,7 +328,7 @@ func (h *serverConn) onHeaders(c *conn, f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Unlock()
 
-	req := &Request{Peer: h.peer, LocalAddr: c.nc.LocalAddr(), RemoteAddr: c.nc.RemoteAddr(), stream: s}
+	req := &Request{Peer: h.peer, PeerCertificate: h.peerCert, LocalAddr: c.nc.LocalAddr(), RemoteAddr: c.nc.RemoteAddr(), stream: s}
 	t, err := ParseRequest(f.Fields)
 	if err == nil && f.Truncated {
 		err = fmt.Errorf("header block over %d bytes: %w", c.lim.MaxHeaderBytes, ErrBadRequest)
