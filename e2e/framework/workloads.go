@@ -159,8 +159,26 @@ func (t *T) RunEchoClient(name, node string, args ...string) client.Result {
 // (its mesh identity).
 func (t *T) RunEchoClientAs(name, node, serviceAccount string, args ...string) client.Result {
 	t.Helper()
+	return t.RunEchoClientWith(ClientPod{Name: name, Node: node, ServiceAccount: serviceAccount}, args...)
+}
+
+// ClientPod shapes the pod of RunEchoClientWith.
+type ClientPod struct {
+	Name, Node, ServiceAccount string
+	Labels                     map[string]string // added to app=<name>
+}
+
+// RunEchoClientWith runs `echo client ARGS...` in a pod shaped by p, waits for
+// it to finish and returns its parsed summary.
+func (t *T) RunEchoClientWith(p ClientPod, args ...string) client.Result {
+	t.Helper()
+	name, node, serviceAccount := p.Name, p.Node, p.ServiceAccount
+	labels := map[string]string{"app": name}
+	for k, v := range p.Labels {
+		labels[k] = v
+	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: serviceAccount,
 			RestartPolicy:      corev1.RestartPolicyNever,

@@ -127,3 +127,68 @@ func TestL4Mesh(t *testing.T) {
 		return nil
 	})
 }
+
+// TestL4DenyAndStrict: a DENY on one port refuses it and leaves the others
+// open; PeerAuthentication STRICT refuses a client outside the mesh while a
+// meshed one still gets through.
+func TestL4DenyAndStrict(t *testing.T) {
+	f := framework.New(t, map[string]string{ambientLabel: "ambient"})
+	f.DeployEcho(framework.EchoOptions{Name: "server", Node: "node2"})
+	f.WaitDeploymentReady("server-v1", 90*time.Second)
+	f.Apply("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: client}\n")
+	ip := f.Pods("app=server")[0].Status.PodIP
+	httpTarget := fmt.Sprintf("http://%s:%d/", ip, framework.EchoHTTPPort)
+	tcpTarget := fmt.Sprintf("tcp://%s:%d", ip, framework.EchoTCPPort)
+	n := 0
+	as := func(labels map[string]string, args ...string) framework.EchoSummary {
+		n++
+		return f.RunEchoClientWith(framework.ClientPod{Name: fmt.Sprintf("client-%d", n), Node: "node1", ServiceAccount: "client", Labels: labels},
+			append([]string{"--start-delay", "2s", "--count", "3", "--new-conn"}, args...)...)
+	}
+
+	f.Apply(fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-http}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - to:
+    - operation: {ports: ["%d"]}
+`, framework.EchoHTTPPort))
+	f.Eventually(60*time.Second, "DENY on the HTTP port refuses it", func() error {
+		if res := as(nil, "--target", httpTarget); res.OK != 0 {
+			return fmt.Errorf("%d/3 requests to the denied port got through", res.OK)
+		}
+		return nil
+	})
+	if res := as(nil, "--target", tcpTarget); res.OK != 3 {
+		t.Fatalf("the TCP port (not denied) refused too: %d/3: %v", res.OK, res.ErrorSamples)
+	}
+
+	if err := f.Client.CoreV1().RESTClient().Delete().AbsPath("/apis/security.istio.io/v1/namespaces", f.Namespace, "authorizationpolicies", "deny-http").Do(f.Ctx).Error(); err != nil {
+		t.Fatal(err)
+	}
+	outside := map[string]string{ambientLabel: "none"} // this client opts out: plaintext
+	f.Eventually(60*time.Second, "PERMISSIVE (default) admits a client outside the mesh", func() error {
+		if res := as(outside, "--target", httpTarget); res.OK != 3 {
+			return fmt.Errorf("%d/3 plaintext requests got through: %v", res.OK, res.ErrorSamples)
+		}
+		return nil
+	})
+	f.Apply(`apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec:
+  mtls: {mode: STRICT}
+`)
+	f.Eventually(60*time.Second, "STRICT refuses a client outside the mesh", func() error {
+		if res := as(outside, "--target", httpTarget); res.OK != 0 {
+			return fmt.Errorf("%d/3 plaintext requests got through", res.OK)
+		}
+		return nil
+	})
+	if res := as(nil, "--target", httpTarget); res.OK != 3 {
+		t.Fatalf("STRICT refused the meshed client: %d/3: %v", res.OK, res.ErrorSamples)
+	}
+}
