@@ -172,31 +172,51 @@ type ClientPod struct {
 // it to finish and returns its parsed summary.
 func (t *T) RunEchoClientWith(p ClientPod, args ...string) client.Result {
 	t.Helper()
-	name, node, serviceAccount := p.Name, p.Node, p.ServiceAccount
-	labels := map[string]string{"app": name}
+	return t.StartEchoClient(p, args...).Wait(2 * time.Minute)
+}
+
+// EchoClient is a client pod started by StartEchoClient.
+type EchoClient struct {
+	t    *T
+	name string
+}
+
+// StartEchoClient creates the client pod of RunEchoClientWith and returns
+// without waiting for it, e.g. to keep a request loop going while a test
+// breaks something.
+func (t *T) StartEchoClient(p ClientPod, args ...string) *EchoClient {
+	t.Helper()
+	labels := map[string]string{"app": p.Name}
 	for k, v := range p.Labels {
 		labels[k] = v
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Labels: labels},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: serviceAccount,
+			ServiceAccountName: p.ServiceAccount,
 			RestartPolicy:      corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name: "client", Image: EchoImage, Args: append([]string{"client", "--allow-errors"}, args...),
 			}},
 		},
 	}
-	if node != "" {
-		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
+	if p.Node != "" {
+		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": p.Node}
 	}
-	created, err := t.Client.CoreV1().Pods(t.Namespace).Create(t.Ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create client pod %s: %v", name, err)
+	if _, err := t.Client.CoreV1().Pods(t.Namespace).Create(t.Ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create client pod %s: %v", p.Name, err)
 	}
+	return &EchoClient{t: t, name: p.Name}
+}
+
+// Wait waits up to timeout for the client pod to finish and returns its
+// parsed summary. Call it from the test's goroutine.
+func (c *EchoClient) Wait(timeout time.Duration) client.Result {
+	t := c.t
+	t.Helper()
 	var done *corev1.Pod
-	t.Eventually(2*time.Minute, "client pod "+name+" finished", func() error {
-		p, err := t.Client.CoreV1().Pods(t.Namespace).Get(t.Ctx, name, metav1.GetOptions{})
+	t.Eventually(timeout, "client pod "+c.name+" finished", func() error {
+		p, err := t.Client.CoreV1().Pods(t.Namespace).Get(t.Ctx, c.name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -209,7 +229,7 @@ func (t *T) RunEchoClientWith(p ClientPod, args ...string) client.Result {
 	out := t.PodLog(done, "client")
 	res, err := parseResult(out)
 	if err != nil {
-		t.Fatalf("client pod %s (uid %s, phase %s): %v; output:\n%s", name, created.UID, done.Status.Phase, err, out)
+		t.Fatalf("client pod %s (uid %s, phase %s): %v; output:\n%s", c.name, done.UID, done.Status.Phase, err, out)
 	}
 	return res
 }
