@@ -48,6 +48,10 @@ const (
 	// KnobFail fails with 503 (gRPC: Unavailable) with this probability
 	// (0..1).
 	KnobFail = "fail"
+	// KnobFailEvery fails with 503 (gRPC: Unavailable) the 1st, N+1st,
+	// 2N+1st... request carrying it, counted per server (pod): 2 fails
+	// exactly one request in two, whatever the timing.
+	KnobFailEvery = "fail-every"
 	// KnobSize pads the HTTP body to at least this many bytes (at most
 	// 16 MiB).
 	KnobSize = "size"

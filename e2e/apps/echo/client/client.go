@@ -36,6 +36,11 @@ type Options struct {
 	// ClientCert is presented on https targets (optional). The server's
 	// certificate is not verified: this is a test client.
 	ClientCert *tls.Certificate
+	// Stream (grpc targets only) makes each request one EchoStream call
+	// exchanging Stream messages one at a time (send one, receive its
+	// answer); it succeeds when every answer arrives in order. 0 calls the
+	// unary Echo.
+	Stream int
 }
 
 // doer sends one request.
@@ -65,6 +70,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	if o.BodySize < 0 {
 		return Result{}, fmt.Errorf("body size %d: want 0 or more bytes", o.BodySize)
+	}
+	if o.Stream < 0 || o.Stream > 0 && t.Scheme != SchemeGRPC {
+		return Result{}, fmt.Errorf("stream %d: want 0, or a message count with a grpc:// target", o.Stream)
 	}
 	if o.Method == "" {
 		o.Method = http.MethodGet

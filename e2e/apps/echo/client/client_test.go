@@ -192,11 +192,55 @@ func TestRunClosedPortFails(t *testing.T) {
 	}
 }
 
+// TestRunGRPCStream: each request is one EchoStream call of 4 messages;
+// the fail-every knob fails every other call, counted per server.
+func TestRunGRPCStream(t *testing.T) {
+	a := startEcho(t, "echo-a", "v1")
+	r, err := Run(context.Background(), Options{Target: "grpc://" + a.grpc, Count: 3, Stream: 4, KeepAlive: true, Headers: http.Header{"X-Test": {"s"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK != 3 || r.ByCode["OK"] != 3 || r.ByResponder["echo-a"] != 3 {
+		t.Errorf("stream result %+v, want 3 ok calls from echo-a", r)
+	}
+	if r.SeenHeaders["x-test"] != "s" {
+		t.Errorf("seenHeaders = %v, want x-test: s (metadata the server saw)", r.SeenHeaders)
+	}
+	r, err = Run(context.Background(), Options{Target: "grpc://" + a.grpc, Count: 4, Stream: 2, KeepAlive: true, Headers: http.Header{"X-Echo-Fail-Every": {"2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK != 2 || r.ByCode["Unavailable"] != 2 || r.Responses != 4 {
+		t.Errorf("fail-every=2 stream result %+v, want 2 OK and 2 Unavailable", r)
+	}
+}
+
+// TestRunSeenHeaders: the summary shows the request headers the server saw.
+func TestRunSeenHeaders(t *testing.T) {
+	a := startEcho(t, "echo-a", "v1")
+	r, err := Run(context.Background(), Options{Target: "http://" + a.http + "/", Count: 3, Concurrency: 2, Headers: http.Header{"X-User": {"alice"}}, KeepAlive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SeenHeaders["X-User"] != "alice" {
+		t.Errorf("seenHeaders = %v, want X-User: alice", r.SeenHeaders)
+	}
+	r, err = Run(context.Background(), Options{Target: "http://" + a.http + "/?status=503"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SeenHeaders != nil {
+		t.Errorf("seenHeaders = %v without a successful answer, want none", r.SeenHeaders)
+	}
+}
+
 func TestRunBadOptions(t *testing.T) {
 	for _, o := range []Options{
 		{Target: "ftp://x:1"},
 		{Target: "http://x:1", QPS: -1},
 		{Target: "tcp://x:1", BodySize: -5},
+		{Target: "http://x:1", Stream: 2},
+		{Target: "grpc://x:1", Stream: -1},
 	} {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) succeeded, want error", o)

@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -16,9 +18,10 @@ import (
 	"github.com/ambient-mesh/ambient/e2e/apps/echo/api"
 )
 
-// grpcDoer calls echo.Echo/Echo over plaintext HTTP/2.
+// grpcDoer calls echo.Echo/Echo (or EchoStream) over plaintext HTTP/2.
 type grpcDoer struct {
 	addr   string
+	stream int // messages per EchoStream call; 0: unary Echo
 	opts   []grpc.DialOption
 	md     metadata.MD
 	in     *structpb.Struct
@@ -27,9 +30,10 @@ type grpcDoer struct {
 
 func newGRPCDoer(t Target, o Options) (*grpcDoer, error) {
 	d := &grpcDoer{
-		addr: t.Addr,
-		opts: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		md:   metadata.MD{},
+		addr:   t.Addr,
+		opts:   []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		md:     metadata.MD{},
+		stream: o.Stream,
 	}
 	for k, vs := range o.Headers {
 		if http.CanonicalHeaderKey(k) == "Host" {
@@ -69,10 +73,65 @@ func (d *grpcDoer) do(ctx context.Context) outcome {
 		defer c.Close()
 		cc = c
 	}
-	var header, trailer metadata.MD
 	ctx = metadata.NewOutgoingContext(ctx, d.md)
+	if d.stream > 0 {
+		return d.doStream(ctx, cc)
+	}
+	var header, trailer metadata.MD
 	out, err := api.NewEchoClient(cc).Echo(ctx, d.in, grpc.Header(&header), grpc.Trailer(&trailer))
 	return grpcOutcome(out, err, header, trailer)
+}
+
+// doStream makes one EchoStream call: d.stream messages, each sent after
+// the previous answer arrived (so a proxy that buffered a stream would
+// stall it), then a half-close and the final status.
+func (d *grpcDoer) doStream(ctx context.Context, cc *grpc.ClientConn) outcome {
+	s, err := api.NewEchoClient(cc).EchoStream(ctx)
+	if err != nil {
+		return grpcOutcome(nil, err, nil, nil)
+	}
+	// fail reads the call's status after an error on the stream.
+	fail := func(err error) outcome {
+		if errors.Is(err, io.EOF) {
+			_, err = s.Recv()
+		}
+		header, _ := s.Header()
+		return grpcOutcome(nil, err, header, s.Trailer())
+	}
+	var last *structpb.Struct
+	var first map[string]string
+	for seq := 1; seq <= d.stream; seq++ {
+		if err := s.Send(d.in); err != nil {
+			return fail(err)
+		}
+		out, err := s.Recv()
+		if err != nil {
+			return fail(err)
+		}
+		r, err := api.DecodeGRPCResponse(out)
+		if err == nil && (r.Seq != seq || r.Method != api.GRPCMethodEchoStream) {
+			err = fmt.Errorf("stream answer %d: seq %d method %q, want seq %d of %s", seq, r.Seq, r.Method, seq, api.GRPCMethodEchoStream)
+		}
+		if err != nil {
+			return outcome{responded: true, code: codes.OK.String(), pod: r.Pod, version: r.Version, err: err}
+		}
+		if seq == 1 {
+			first = r.Metadata
+		}
+		last = out
+	}
+	if err := s.CloseSend(); err != nil {
+		return fail(err)
+	}
+	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = errors.New("stream: an answer more than the messages sent")
+		}
+		return fail(err)
+	}
+	o := grpcOutcome(last, nil, nil, nil)
+	o.seen = first
+	return o
 }
 
 // grpcOutcome classifies a call's result: an echo answer, a status some
@@ -85,7 +144,7 @@ func grpcOutcome(out *structpb.Struct, err error, header, trailer metadata.MD) o
 		if derr != nil {
 			return outcome{responded: true, code: codes.OK.String(), pod: pod, version: version, err: derr}
 		}
-		return outcome{responded: true, ok: true, code: codes.OK.String(), pod: r.Pod, version: r.Version}
+		return outcome{responded: true, ok: true, code: codes.OK.String(), pod: r.Pod, version: r.Version, seen: r.Metadata}
 	}
 	code := status.Code(err)
 	switch {

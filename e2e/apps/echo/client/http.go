@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/ambient-mesh/ambient/e2e/apps/echo/api"
 )
@@ -18,7 +20,12 @@ type httpDoer struct {
 	scheme string
 	o      Options
 	shared *http.Transport // nil: a new transport (connection) per request
+	// sampled is set once an answer's body gave the headers the server saw.
+	sampled atomic.Bool
 }
+
+// maxSampleBody bounds the body decoded for Result.SeenHeaders.
+const maxSampleBody = 1 << 20
 
 func newHTTPDoer(t Target, o Options) (*httpDoer, error) {
 	scheme := "http"
@@ -88,14 +95,28 @@ func (d *httpDoer) do(ctx context.Context) outcome {
 		return outcome{err: err}
 	}
 	defer resp.Body.Close()
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	var seen map[string]string
+	if ok && !d.sampled.Load() {
+		// One answer's body tells which headers reached the server.
+		var r api.HTTPResponse
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxSampleBody))
+		if err != nil {
+			return outcome{err: fmt.Errorf("read body after %s: %w", resp.Status, err)}
+		}
+		if json.Unmarshal(b, &r) == nil && r.Headers != nil && d.sampled.CompareAndSwap(false, true) {
+			seen = r.Headers
+		}
+	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return outcome{err: fmt.Errorf("read body after %s: %w", resp.Status, err)}
 	}
 	return outcome{
 		responded: true,
-		ok:        resp.StatusCode >= 200 && resp.StatusCode < 300,
+		ok:        ok,
 		code:      httpCode(resp.StatusCode),
 		pod:       resp.Header.Get(api.HeaderPod),
 		version:   resp.Header.Get(api.HeaderVersion),
+		seen:      seen,
 	}
 }

@@ -95,8 +95,8 @@ func TestAggregate(t *testing.T) {
 	errA, errB := errors.New("connection refused"), errors.New("reset")
 	outs := []outcome{
 		{responded: true, ok: true, code: "200", pod: "a", version: "v1", latency: 1 * time.Millisecond},
-		{responded: true, ok: true, code: "200", pod: "b", version: "v2", latency: 3 * time.Millisecond},
-		{responded: true, ok: false, code: "503", pod: "a", version: "v1", latency: 2 * time.Millisecond},
+		{responded: true, ok: true, code: "200", pod: "b", version: "v2", latency: 3 * time.Millisecond, seen: map[string]string{"X-A": "1"}},
+		{responded: true, ok: false, code: "503", pod: "a", version: "v1", latency: 2 * time.Millisecond, seen: map[string]string{"X-Failed": "1"}},
 		{responded: true, ok: false, code: "503", latency: 4 * time.Millisecond}, // from a proxy: no pod
 		{err: errA}, {err: errA}, {err: errB},
 	}
@@ -108,6 +108,7 @@ func TestAggregate(t *testing.T) {
 		ByCode:       map[string]int{"200": 2, "503": 2},
 		ErrorSamples: []string{"connection refused", "reset"},
 		LatencyMs:    Latency{P50: 2, P90: 4, P99: 4, Max: 4},
+		SeenHeaders:  map[string]string{"X-A": "1"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("aggregate =\n%+v\nwant\n%+v", got, want)

@@ -35,6 +35,11 @@ type Result struct {
 	ErrorSamples []string `json:"errorSamples"`
 	// LatencyMs are over responses only (milliseconds).
 	LatencyMs Latency `json:"latencyMs"`
+	// SeenHeaders are the request headers (HTTP, canonical keys) or
+	// metadata (gRPC) an echo server reported seeing, from one successful
+	// answer: what proxies on the way added shows here. Omitted when no
+	// answer succeeded (and for tcp).
+	SeenHeaders map[string]string `json:"seenHeaders,omitempty"`
 }
 
 // Latency percentiles in milliseconds.
@@ -63,6 +68,8 @@ type outcome struct {
 	version string
 	err     error
 	latency time.Duration
+	// seen are the headers / metadata the server reported (may be nil).
+	seen map[string]string
 }
 
 // aggregate sums outcomes up.
@@ -93,6 +100,9 @@ func aggregate(target string, outs []outcome) Result {
 		r.Responses++
 		if o.ok {
 			r.OK++
+			if r.SeenHeaders == nil && o.seen != nil {
+				r.SeenHeaders = o.seen
+			}
 		}
 		if o.pod != "" {
 			r.ByResponder[o.pod]++

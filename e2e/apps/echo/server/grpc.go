@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,10 +29,13 @@ type grpcEcho struct {
 	log   *zap.Logger
 	sleep func(ctx context.Context, d time.Duration) error
 	rand  func() float64
+	// failEvery counts calls carrying the fail-every knob (shared with
+	// the HTTP handler).
+	failEvery *atomic.Uint64
 }
 
-func newGRPCEcho(id api.Identity, log *zap.Logger) *grpcEcho {
-	return &grpcEcho{id: id, log: log, sleep: sleepCtx, rand: rand.Float64}
+func newGRPCEcho(id api.Identity, log *zap.Logger, failEvery *atomic.Uint64) *grpcEcho {
+	return &grpcEcho{id: id, log: log, sleep: sleepCtx, rand: rand.Float64, failEvery: failEvery}
 }
 
 var _ api.EchoServer = (*grpcEcho)(nil)
@@ -55,6 +59,9 @@ func (g *grpcEcho) applyKnobs(ctx context.Context, md metadata.MD) error {
 	}
 	if k.Fail > 0 && knobs.ShouldFail(k.Fail, g.rand()) {
 		return status.Error(codes.Unavailable, "echo: failed on purpose (fail knob)")
+	}
+	if failsEvery(g.failEvery, k) {
+		return status.Error(codes.Unavailable, "echo: failed on purpose (fail-every knob)")
 	}
 	if k.HasGRPCCode && codes.Code(k.GRPCCode) != codes.OK {
 		return status.Errorf(codes.Code(k.GRPCCode), "echo: answered code %d on purpose (grpc-code knob)", k.GRPCCode)

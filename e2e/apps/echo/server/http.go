@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,19 +27,28 @@ type handler struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// rand draws from [0, 1) for the fail knob; replaced in tests.
 	rand func() float64
+	// failEvery counts the requests carrying the fail-every knob; shared
+	// with the gRPC service so the count is per server.
+	failEvery *atomic.Uint64
 }
 
 // NewHandler returns the HTTP handler of an echo server with identity id
 // (HTTP/1.1 and HTTP/2 alike; h2c is added by Run).
 func NewHandler(id api.Identity, log *zap.Logger) http.Handler {
-	return newHandler(id, log)
+	return newHandler(id, log, new(atomic.Uint64))
 }
 
-func newHandler(id api.Identity, log *zap.Logger) *handler {
+func newHandler(id api.Identity, log *zap.Logger, failEvery *atomic.Uint64) *handler {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &handler{id: id, log: log, sleep: sleepCtx, rand: rand.Float64}
+	return &handler{id: id, log: log, sleep: sleepCtx, rand: rand.Float64, failEvery: failEvery}
+}
+
+// failsEvery counts a request asking for fail-every and tells whether it
+// fails.
+func failsEvery(counter *atomic.Uint64, k knobs.Knobs) bool {
+	return k.FailEvery > 0 && knobs.ShouldFailEvery(k.FailEvery, counter.Add(1))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -78,7 +88,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if k.Status != 0 {
 		code = k.Status
 	}
-	if k.Fail > 0 && knobs.ShouldFail(k.Fail, h.rand()) {
+	if k.Fail > 0 && knobs.ShouldFail(k.Fail, h.rand()) || failsEvery(h.failEvery, k) {
 		code = http.StatusServiceUnavailable
 	}
 	resp := h.response(r, n, code)

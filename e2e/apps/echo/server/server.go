@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,7 +62,8 @@ func Run(ctx context.Context, cfg Config, ls Listeners) error {
 	if drain <= 0 {
 		drain = DefaultDrainTimeout
 	}
-	h := newHandler(cfg.Identity, log)
+	failEvery := new(atomic.Uint64)
+	h := newHandler(cfg.Identity, log, failEvery)
 
 	plain, err := newPlainHTTPServer(h, log)
 	if err != nil {
@@ -85,7 +87,7 @@ func Run(ctx context.Context, cfg Config, ls Listeners) error {
 		}
 	}
 	gs := grpc.NewServer()
-	api.RegisterEchoServer(gs, newGRPCEcho(cfg.Identity, log))
+	api.RegisterEchoServer(gs, newGRPCEcho(cfg.Identity, log, failEvery))
 	hs := health.NewServer()
 	hs.SetServingStatus(api.GRPCService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)

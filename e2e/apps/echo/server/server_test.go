@@ -10,12 +10,14 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,9 +286,10 @@ func TestHandlerKnobsInjected(t *testing.T) {
 		{name: "fail drawn above p", query: "fail=0.5", draw: 0.7, wantCode: 200},
 		{name: "fail wins over status", query: "fail=0.5&status=201", draw: 0.1, wantCode: 503},
 		{name: "delay slept", query: "delay=2s", draw: 0.9, wantCode: 200, wantSleep: 2 * time.Second},
+		{name: "fail every: first request fails", query: "fail-every=2", draw: 0.9, wantCode: 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHandler(testID, zaptest.NewLogger(t))
+			h := newHandler(testID, zaptest.NewLogger(t), new(atomic.Uint64))
 			var slept time.Duration
 			h.sleep = func(_ context.Context, d time.Duration) error { slept += d; return nil }
 			h.rand = func() float64 { return tc.draw }
@@ -433,6 +436,41 @@ func TestGRPCKnobCode(t *testing.T) {
 	ctx = metadata.AppendToOutgoingContext(context.Background(), "x-echo-delay", "bogus")
 	if _, err := c.Echo(ctx, &structpb.Struct{}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad knob error = %v, want InvalidArgument", err)
+	}
+}
+
+// TestFailEverySharedCount: fail-every=2 fails exactly every other request,
+// counted per server across HTTP and gRPC; requests without it do not count.
+func TestFailEverySharedCount(t *testing.T) {
+	a := startServer(t, Config{Identity: testID})
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	get := func(query string) int {
+		t.Helper()
+		resp, err := c.Get("http://" + a.http + "/?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	g := api.NewEchoClient(dialGRPC(t, a.grpc))
+	grpcCode := func() codes.Code {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-echo-fail-every", "2")
+		_, err := g.Echo(ctx, &structpb.Struct{})
+		return status.Code(err)
+	}
+	var got []string
+	got = append(got, fmt.Sprint(get("fail-every=2"))) // 1st: fails
+	got = append(got, fmt.Sprint(get("")))             // not counted
+	got = append(got, fmt.Sprint(get("fail-every=2"))) // 2nd
+	got = append(got, grpcCode().String())             // 3rd: fails
+	got = append(got, grpcCode().String())             // 4th
+	got = append(got, fmt.Sprint(get("fail-every=2"))) // 5th: fails
+	want := []string{"503", "200", "200", "Unavailable", "OK", "503"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("answers = %v, want %v", got, want)
 	}
 }
 

@@ -218,6 +218,7 @@ type clientOptions struct {
 	allowErrors     bool
 	startDelay      time.Duration
 	tlsCert, tlsKey string
+	stream          int
 }
 
 func (o *clientOptions) bind(cmd *cobra.Command) {
@@ -236,6 +237,7 @@ func (o *clientOptions) bind(cmd *cobra.Command) {
 	f.DurationVar(&o.startDelay, "start-delay", 0, "wait this long before the first request (e.g. until a new pod's traffic is captured)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate for https:// targets")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM key for --tls-cert")
+	f.IntVar(&o.stream, "grpc-stream", 0, "grpc:// only: each request is one EchoStream call exchanging this many messages one at a time; 0 = unary Echo")
 }
 
 func runClient(ctx context.Context, o clientOptions, stdout io.Writer) (int, error) {
@@ -256,6 +258,7 @@ func runClient(ctx context.Context, o clientOptions, stdout io.Writer) (int, err
 	opts := client.Options{
 		Target: o.target, Count: o.count, Concurrency: o.concurrency, QPS: o.qps, Timeout: o.timeout,
 		Headers: hs, Method: o.method, BodySize: o.bodySize, KeepAlive: o.keepAlive, NewConn: o.newConn,
+		Stream: o.stream,
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return ExitUsage, usageError{errors.New("--tls-cert and --tls-key go together: give both or neither")}

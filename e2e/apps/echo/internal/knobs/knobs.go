@@ -15,6 +15,8 @@ import (
 const (
 	MaxDelay = 5 * time.Minute
 	MaxSize  = 16 << 20
+	// MaxFailEvery bounds the fail-every knob.
+	MaxFailEvery = 1000
 )
 
 // Knobs is what a request asks the server to do. Zero values mean "not
@@ -26,6 +28,10 @@ type Knobs struct {
 	Delay time.Duration
 	// Fail is the probability (0..1) of answering 503 / Unavailable.
 	Fail float64
+	// FailEvery (N > 0) answers 503 / Unavailable to the 1st, N+1st,
+	// 2N+1st... request carrying this knob, counted per server; so 2 fails
+	// exactly one request in two.
+	FailEvery int
 	// Size is the minimum HTTP body size in bytes.
 	Size int
 	// GRPCCode is the gRPC status code to answer with; HasGRPCCode tells
@@ -72,6 +78,13 @@ func Parse(query url.Values, header http.Header) (Knobs, error) {
 		}
 		k.Fail = f
 	}
+	if v, ok := get(api.KnobFailEvery); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > MaxFailEvery {
+			return Knobs{}, fmt.Errorf("knob %s=%q: want a request count 1..%d", api.KnobFailEvery, v, MaxFailEvery)
+		}
+		k.FailEvery = n
+	}
 	if v, ok := get(api.KnobSize); ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 || n > MaxSize {
@@ -93,4 +106,10 @@ func Parse(query url.Values, header http.Header) (Knobs, error) {
 // r drawn uniformly from [0, 1).
 func ShouldFail(p, r float64) bool {
 	return r < p
+}
+
+// ShouldFailEvery decides whether the n-th request (counted from 1) that
+// carries fail-every=every fails: the 1st, every+1st, 2*every+1st...
+func ShouldFailEvery(every int, n uint64) bool {
+	return every > 0 && n > 0 && (n-1)%uint64(every) == 0
 }
