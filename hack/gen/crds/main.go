@@ -1,8 +1,13 @@
 // Command crds copies the CRD manifests the mesh uses from the pinned Go
 // modules into charts/base/crds, so they are never written by hand:
 //
-//   - sigs.k8s.io/gateway-api: every CRD of config/crd/standard (the
-//     ValidatingAdmissionPolicy file there is not a CRD and is skipped);
+//   - sigs.k8s.io/gateway-api: every gateway.networking.k8s.io CRD of
+//     config/crd/experimental. The experimental channel is a superset of the
+//     standard one and is what Istio's documentation installs for the
+//     HTTPRoute fields our waypoints implement beyond the standard channel
+//     (spec.rules[].retry): with the standard CRD the API server silently
+//     drops them. The x-k8s.io CRDs there and the ValidatingAdmissionPolicy
+//     (not a CRD) are skipped;
 //   - istio.io/api: AuthorizationPolicy, PeerAuthentication and
 //     RequestAuthentication out of kubernetes/customresourcedefinitions.gen.yaml
 //     (RequestAuthentication is not enforced yet; it is installed so manifests
@@ -26,6 +31,9 @@ import (
 
 	"sigs.k8s.io/yaml"
 )
+
+// gatewayChannel is the Gateway API release channel the base chart ships.
+const gatewayChannel = "experimental"
 
 // istioCRDs are the Istio CRDs the base chart ships.
 var istioCRDs = map[string]bool{
@@ -58,7 +66,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(gw.Dir, "config", "crd", "standard")
+	dir := filepath.Join(gw.Dir, "config", "crd", gatewayChannel)
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
 		return fmt.Errorf("no Gateway API CRDs in %s (module zip layout changed?): %v", dir, err)
@@ -74,10 +82,10 @@ func run() error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", f, err)
 			}
-			if !ok {
-				continue // e.g. the ValidatingAdmissionPolicy of vap_safeupgrades.yaml
+			if !ok || !strings.HasSuffix(name, ".gateway.networking.k8s.io") {
+				continue // the ValidatingAdmissionPolicy of vap_safeupgrades.yaml, x-k8s.io CRDs
 			}
-			src := fmt.Sprintf("%s@%s config/crd/standard/%s", gw.Path, gw.Version, filepath.Base(f))
+			src := fmt.Sprintf("%s@%s config/crd/%s/%s", gw.Path, gw.Version, gatewayChannel, filepath.Base(f))
 			if err := write(out, name, src, doc); err != nil {
 				return err
 			}
