@@ -127,7 +127,7 @@ func startServer(t *testing.T, mutate func(*Options)) testEnv {
 	return testEnv{ca: ca, reg: reg, logs: logs, client: pb.NewIstioCertificateServiceClient(cc)}
 }
 
-func csrPEM(t *testing.T) string {
+func csrPEM(t testing.TB) string {
 	t.Helper()
 	key, err := certs.GenerateKey()
 	if err != nil {

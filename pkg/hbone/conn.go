@@ -112,6 +112,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	fr *http2.Framer
+	rd budgetReader // the Framer's reader: nc, with a budget per header block
 
 	// wmu serializes frame writes and the hpack encoder.
 	wmu  sync.Mutex
@@ -175,7 +176,8 @@ func newConn(nc net.Conn, cork *corkConn, client bool, lim Limits, hooks connHoo
 	// decrypted record, and frame payloads are read straight into the
 	// Framer's buffer.
 	c.bw = bufio.NewWriterSize(nc, bufWriterSize)
-	c.fr = http2.NewFramer(c.bw, nc)
+	c.rd = budgetReader{r: nc, left: -1}
+	c.fr = http2.NewFramer(c.bw, &c.rd)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(lim.MaxFrameSize)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -435,7 +437,16 @@ func (c *conn) readFrames() (gotFrame bool, _ error) {
 				}
 				continue
 			}
+			if fh.Type == http2.FrameHeaders && fh.Flags&http2.FlagHeadersEndHeaders == 0 {
+				// The Framer reads the CONTINUATION frames itself.
+				c.rd.left = headerBlockWireLimit(c.lim)
+			}
 			f, err = c.fr.ReadFrameForHeader(fh)
+			c.rd.left = -1
+		}
+		if errors.Is(err, errHeaderBlockTooLarge) {
+			c.goAwayError(http2.ErrCodeEnhanceYourCalm)
+			return true, fmt.Errorf("peer sent a header block of over %d bytes on the wire (a CONTINUATION flood?)", headerBlockWireLimit(c.lim))
 		}
 		if err != nil {
 			var se http2.StreamError
@@ -506,6 +517,43 @@ func (c *conn) readFrames() (gotFrame bool, _ error) {
 			return true, errors.New("peer sent PUSH_PROMISE")
 		}
 	}
+}
+
+// errHeaderBlockTooLarge ends a header block that goes on for too long.
+var errHeaderBlockTooLarge = errors.New("header block too large")
+
+// headerBlockWireLimit bounds the bytes of one header block on the wire,
+// frame headers included: twice the decoded limit (HPACK never makes a
+// block much larger than what it decodes to) plus room for framing. x/net's
+// Framer already ends the connection when the decoded fields go well past
+// MaxHeaderBytes, but not a block that decodes to nothing, such as an
+// endless series of empty CONTINUATION frames that would keep the read loop
+// inside one header block for ever.
+func headerBlockWireLimit(lim Limits) int64 {
+	return 2*int64(lim.MaxHeaderBytes) + 16<<10
+}
+
+// budgetReader reads from r; while left >= 0 it reads at most left more
+// bytes and then fails with errHeaderBlockTooLarge. Only the read loop uses
+// it.
+type budgetReader struct {
+	r    io.Reader
+	left int64 // -1: no budget
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return b.r.Read(p)
+	}
+	if b.left == 0 {
+		return 0, errHeaderBlockTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 func (c *conn) goAwayError(code http2.ErrCode) {

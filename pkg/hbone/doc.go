@@ -15,4 +15,29 @@
 // that both directions of a tunnel can be half-closed independently (the
 // x/net server cannot end its response while still reading the request) and
 // an idle stream costs no goroutine on the client side. See README.md.
+//
+// # Limits against hostile peers (server)
+//
+// Every limit has a default and a knob in Limits or ServerConfig:
+//   - HandshakeTimeout (10 s): the TLS handshake and the HTTP/2 client
+//     preface must finish within it, or the TCP connection is closed.
+//   - MaxConcurrentStreams (100): streams beyond it get
+//     RST_STREAM(REFUSED_STREAM); more than 4 × MaxConcurrentStreams handlers
+//     still running on one connection (streams opened and reset faster than
+//     handlers finish) get GOAWAY(ENHANCE_YOUR_CALM).
+//   - StreamWindow / ConnWindow (4 MiB / 16 MiB): flow-control windows;
+//     a peer that overruns one gets GOAWAY(FLOW_CONTROL_ERROR). What the
+//     server buffers for a peer that sends but whose streams nobody reads is
+//     bounded by ConnWindow (twice that in receive-chunk memory); what it
+//     sends to a peer that never reads is bounded by that peer's windows.
+//   - MaxHeaderBytes (16 KiB): a decoded header block somewhat over it is
+//     answered 400; far over it (a field longer than it, CONTINUATION frames
+//     after it is exceeded) ends the connection with GOAWAY(PROTOCOL_ERROR
+//     or COMPRESSION_ERROR); a block longer than 2 × MaxHeaderBytes + 16 KiB
+//     on the wire (e.g. endless empty CONTINUATION frames) ends it with
+//     GOAWAY(ENHANCE_YOUR_CALM).
+//   - MaxFrameSize (256 KiB): larger frames end the connection.
+//   - ReadIdleTimeout / PingTimeout (30 s / 15 s): a peer that goes silent,
+//     or stops reading so that our writes block, is closed when the PING
+//     health check goes unanswered.
 package hbone
