@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/ambient-mesh/ambient/ctl/internal/install"
+	"github.com/ambient-mesh/ambient/ctl/internal/kernel"
 	"github.com/ambient-mesh/ambient/ctl/internal/printer"
 )
 
@@ -197,4 +198,42 @@ func Rows(rs []Result) printer.Rows {
 		out.Rows = append(out.Rows, []string{r.Check, string(r.Status), r.Message})
 	}
 	return out
+}
+
+// NodeKernel is the kernel probe's outcome on one node: the features it
+// lacks, or why the probe gave no answer (Unknown).
+type NodeKernel struct {
+	Node    string
+	Missing []kernel.Feature
+	Unknown string
+}
+
+// Kernel checks every node's kernel has what capture needs. A node without a
+// feature fails; a node the probe could not run on is a warning.
+func Kernel(nodes []NodeKernel) Result {
+	r := Result{Check: "kernel"}
+	var bad, unknown []string
+	for _, n := range nodes {
+		switch {
+		case len(n.Missing) > 0:
+			bad = append(bad, fmt.Sprintf("node %s lacks %s", n.Node, kernel.Describe(n.Missing)))
+		case n.Unknown != "":
+			unknown = append(unknown, fmt.Sprintf("node %s: %s", n.Node, n.Unknown))
+		}
+	}
+	sort.Strings(bad)
+	sort.Strings(unknown)
+	switch {
+	case len(bad) > 0:
+		r.Status = Fail
+		r.Message = strings.Join(bad, "; ") + ": ztunnel cannot capture traffic there; use nodes with Linux 6.6 or newer, or keep ztunnel off them (--set ztunnel.nodeSelector...)"
+	case len(unknown) > 0:
+		r.Status = Warn
+		r.Message = "could not probe the kernel: " + strings.Join(unknown, "; ") + " (load the ambientctl image on the nodes, or pass --kernel-image)"
+	case len(nodes) == 0:
+		r.Status, r.Message = Warn, "no Linux node to probe"
+	default:
+		r.Status, r.Message = OK, fmt.Sprintf("eBPF (SOCKMAP, sk_assign, sk_lookup, TCX) on %d nodes", len(nodes))
+	}
+	return r
 }

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/version"
 
+	"github.com/ambient-mesh/ambient/ctl/internal/kernel"
 	"github.com/ambient-mesh/ambient/ctl/internal/printer"
 )
 
@@ -140,5 +141,28 @@ func TestPostGolden(t *testing.T) {
 	}
 	if !bytes.Equal(b.Bytes(), want) {
 		t.Errorf("got:\n%s\nwant:\n%s", b.Bytes(), want)
+	}
+}
+
+func TestKernel(t *testing.T) {
+	tcx := kernel.Features[4]
+	tests := []struct {
+		name   string
+		nodes  []NodeKernel
+		status Status
+		msg    string
+	}{
+		{"all good", []NodeKernel{{Node: "a"}, {Node: "b"}}, OK, "eBPF (SOCKMAP, sk_assign, sk_lookup, TCX) on 2 nodes"},
+		{"missing wins over unknown", []NodeKernel{{Node: "b", Unknown: "ErrImagePull"}, {Node: "a", Missing: []kernel.Feature{tcx}}}, Fail,
+			"node a lacks tcx (TCX attachment (Linux 6.6+)): ztunnel cannot capture traffic there; use nodes with Linux 6.6 or newer, or keep ztunnel off them (--set ztunnel.nodeSelector...)"},
+		{"unknown", []NodeKernel{{Node: "a"}, {Node: "b", Unknown: "pod ... ErrImagePull"}}, Warn,
+			"could not probe the kernel: node b: pod ... ErrImagePull (load the ambientctl image on the nodes, or pass --kernel-image)"},
+		{"no nodes", nil, Warn, "no Linux node to probe"},
+	}
+	for _, tt := range tests {
+		r := Kernel(tt.nodes)
+		if r.Check != "kernel" || r.Status != tt.status || r.Message != tt.msg {
+			t.Errorf("%s: got %s %q, want %s %q", tt.name, r.Status, r.Message, tt.status, tt.msg)
+		}
 	}
 }

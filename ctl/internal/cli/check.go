@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -18,18 +19,26 @@ import (
 )
 
 func (r *root) checkCmd() *cobra.Command {
-	var pre, post bool
+	var (
+		pre, post     bool
+		kernelProbe   bool
+		kernelImage   string
+		kernelTimeout time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check the cluster can run the mesh, and that the installed mesh is healthy",
 		Long: `Pre-install checks: Kubernetes 1.30 or newer, nodes present and Ready, CRDs of another
-owner that the install would keep as they are. Post-install checks (run automatically when
-istiod-lite is installed, or with --post): istiod-lite ready, a ready ztunnel on every node,
-the root certificate ConfigMap published. Exits 1 when a check fails.
-Kernel features (TCX, bpf_sk_assign) are not checked yet: ztunnel's capture container
-reports them in its log.`,
+owner that the install would keep as they are, and each Linux node's kernel: a short-lived
+pod per node in kube-system (image --kernel-image, hostNetwork, CAP_BPF/NET_ADMIN) probes
+the eBPF features capture needs (SOCKMAP, bpf_sk_assign, sk_lookup, TCX) and is deleted.
+Post-install checks (run automatically when istiod-lite is installed, or with --post):
+istiod-lite ready, a ready ztunnel on every node, the root certificate ConfigMap
+published. Exits 1 when a check fails.`,
 		Example: `  ambientctl check
   ambientctl check --pre
+  ambientctl check --pre --kernel=false      # no probe pods
+  ambientctl check --kernel-image registry.example/ambient/ambientctl:v0.1.0
   ambientctl check --post -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,6 +69,13 @@ reports them in its log.`,
 					return fmt.Errorf("get the server version: %w", err)
 				}
 				rs = append(rs, checks.KubeVersion(v), checks.Nodes(nodes.Items))
+				if kernelProbe {
+					k, err := r.kernelCheck(ctx, c, nodes.Items, kernelImage, kernelTimeout)
+					if err != nil {
+						return err
+					}
+					rs = append(rs, k)
+				}
 				// Once installed, the CRDs are (also) ours: nothing to compare.
 				if dep == nil || pre {
 					crd, err := r.crdCheck(ctx, c)
@@ -87,6 +103,9 @@ reports them in its log.`,
 	}
 	cmd.Flags().BoolVar(&pre, "pre", false, "only the pre-install checks")
 	cmd.Flags().BoolVar(&post, "post", false, "only the post-install checks")
+	cmd.Flags().BoolVar(&kernelProbe, "kernel", true, "probe each node's kernel with a short-lived pod (pre-install checks)")
+	cmd.Flags().StringVar(&kernelImage, "kernel-image", defaultKernelImage(), "image of the kernel probe pod (ambientctl's own image)")
+	cmd.Flags().DurationVar(&kernelTimeout, "kernel-timeout", time.Minute, "how long the kernel probe pods may take")
 	return cmd
 }
 

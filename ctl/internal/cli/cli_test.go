@@ -61,6 +61,10 @@ type cluster struct {
 	crds    *apiextfake.Clientset
 	helm    *action.Configuration
 	proxied map[string][]byte // "<pod>:<port><path>" → body
+	// kernelExit is the exit code of the kernel probe pod per node (absent:
+	// 0); -1 leaves the pod pending.
+	kernelExit map[string]int
+	probes     []*corev1.Pod // kernel probe pods created
 }
 
 func newCluster(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *cluster {
@@ -74,8 +78,27 @@ func newCluster(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *cluster 
 			Capabilities: chartutil.DefaultCapabilities,
 			Log:          t.Logf,
 		},
-		proxied: map[string][]byte{},
+		proxied:    map[string][]byte{},
+		kernelExit: map[string]int{},
 	}
+	// The fake "kubelet" of the kernel probe pods.
+	c.kube.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		if p.Labels["app"] != kernelProbeLabel {
+			return false, nil, nil
+		}
+		c.probes = append(c.probes, p.DeepCopy())
+		switch code := c.kernelExit[p.Spec.NodeName]; code {
+		case -1:
+			p.Status.Phase = corev1.PodPending
+		case 0:
+			p.Status.Phase = corev1.PodSucceeded
+		default:
+			p.Status.Phase = corev1.PodFailed
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "check", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(code)}}}}
+		}
+		return false, nil, nil
+	})
 	d := c.kube.Discovery().(*fakediscovery.FakeDiscovery)
 	d.FakedServerVersion = &version.Info{Major: "1", Minor: "37", GitVersion: "v1.37.2"}
 	if gatewayAPI {
@@ -243,6 +266,11 @@ func TestWaypointLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "waypoint", out+out2+list+status)
+	listJSON, _, err := c.run(t, "waypoint", "list", "-A", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "waypoint-list.json", listJSON)
 
 	if _, _, err := c.run(t, "waypoint", "delete", "-n", "apps", "ingress"); err == nil || !strings.Contains(err.Error(), "is not a waypoint") {
 		t.Errorf("deleting a non-waypoint: %v", err)
@@ -337,14 +365,63 @@ func TestZtunnelConfig(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"rules": []`) {
 		t.Errorf("-o json does not pass the raw section through: %q, %v", out, err)
 	}
-	if _, _, err := c.run(t, "ztunnel-config", "workloads"); err == nil || err.Error() != "2 ztunnel pods: pick one with --node (node1, node2)" {
-		t.Errorf("no --node: %v", err)
+	// Without --node: the first node's ztunnel, with a note on stderr.
+	out, errOut, err := c.run(t, "ztunnel-config", "workloads")
+	if err != nil || errOut != "note: showing ztunnel ztunnel-a on node node1 (ztunnel runs on node1, node2; choose with --node)\n" {
+		t.Errorf("no --node: err %v, stderr %q", err, errOut)
+	}
+	if want, _, _ := c.run(t, "ztunnel-config", "workloads", "--node", "node1"); out != want {
+		t.Errorf("no --node printed\n%s\nwant the node1 table\n%s", out, want)
+	}
+	// By pod name.
+	if _, _, err := c.run(t, "ztunnel-config", "workloads", "ztunnel-b"); err == nil || !strings.Contains(err.Error(), "ztunnel-b port 15000") {
+		t.Errorf("pod argument did not pick ztunnel-b: %v", err)
+	}
+	if _, _, err := c.run(t, "ztunnel-config", "workloads", "ztunnel-z"); err == nil || !strings.Contains(err.Error(), `no ztunnel pod "ztunnel-z"`) {
+		t.Errorf("unknown pod: %v", err)
 	}
 	if _, _, err := c.run(t, "ztunnel-config", "workloads", "--node", "node9"); err == nil || !strings.Contains(err.Error(), `no ztunnel pod on node "node9"`) {
 		t.Errorf("unknown node: %v", err)
 	}
 	if _, _, err := c.run(t, "ztunnel-config", "workloads", "--node", "node2"); err == nil || !strings.Contains(err.Error(), "pods/proxy") {
 		t.Errorf("unreachable admin port: %v", err)
+	}
+}
+
+func TestPickZtunnel(t *testing.T) {
+	mk := func(name, node string, phase corev1.PodPhase) corev1.Pod {
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase}}
+	}
+	pods := []corev1.Pod{mk("z-c", "node3", corev1.PodRunning), mk("z-a", "node1", corev1.PodPending), mk("z-b", "node2", corev1.PodRunning)}
+	tests := []struct {
+		name, node, pod string
+		want, note, err string
+	}{
+		{name: "default skips a pending first node", want: "z-b", note: "showing ztunnel z-b on node node2 (ztunnel runs on node1, node2, node3; choose with --node)"},
+		{name: "node", node: "node1", want: "z-a"},
+		{name: "pod", pod: "z-c", want: "z-c"},
+		{name: "pod on another node", pod: "z-c", node: "node1", err: `no ztunnel pod "z-c"`},
+		{name: "unknown node", node: "node9", err: `no ztunnel pod on node "node9": ztunnel runs on node1, node2, node3`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, note, err := pickZtunnel(pods, tc.node, tc.pod)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || p.Name != tc.want || note != tc.note {
+				t.Errorf("got %v %q %v, want %s %q", p.Name, note, err, tc.want, tc.note)
+			}
+		})
+	}
+	if p, note, err := pickZtunnel(pods[:1], "", ""); err != nil || p.Name != "z-c" || note != "" {
+		t.Errorf("single pod: %v %q %v", p, note, err)
+	}
+	if _, _, err := pickZtunnel(nil, "", ""); err == nil || !strings.Contains(err.Error(), "run `ambientctl install`") {
+		t.Errorf("no pods: %v", err)
 	}
 }
 
@@ -384,6 +461,8 @@ func TestCheck(t *testing.T) {
 		t.Errorf("post check: err = %v", err)
 	}
 	golden(t, "check", pre+post)
+	js, _, _ := c.run(t, "check", "-o", "json")
+	golden(t, "check.json", js)
 	if _, _, err := c.run(t, "check", "--pre", "--post"); err == nil {
 		t.Error("--pre --post accepted")
 	}
@@ -466,4 +545,65 @@ func TestHelp(t *testing.T) {
 	root.InitDefaultCompletionCmd()
 	root.InitDefaultHelpCmd()
 	walk(root)
+}
+
+func readyNode(name string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/os": "linux"}},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+}
+
+// TestKernelCheck: a probe pod per Linux node in kube-system with ambientctl's
+// image; a node lacking TCX fails check and stops install before anything is
+// installed; a probe that never runs is a warning; the pods are deleted.
+func TestKernelCheck(t *testing.T) {
+	win := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "win", Labels: map[string]string{"kubernetes.io/os": "windows"}}}
+	c := newCluster(t, false, readyNode("node1"), readyNode("node2"), win)
+	out, _, err := c.run(t, "check", "--pre", "-o", "json")
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, `"message": "eBPF (SOCKMAP, sk_assign, sk_lookup, TCX) on 2 nodes"`) {
+		t.Errorf("check output:\n%s", out)
+	}
+	var nodes []string
+	for _, p := range c.probes {
+		nodes = append(nodes, p.Spec.NodeName)
+		if p.Namespace != "kube-system" || p.Spec.Containers[0].Image != "ambient/ambientctl:dev" || p.Spec.Containers[0].Args[0] != "node-check" ||
+			!p.Spec.HostNetwork || p.Spec.RestartPolicy != corev1.RestartPolicyNever {
+			t.Errorf("probe pod %+v", p)
+		}
+	}
+	if strings.Join(nodes, ",") != "node1,node2" {
+		t.Errorf("probe pods on %v, want node1,node2 (not the Windows node)", nodes)
+	}
+	if l, _ := c.kube.CoreV1().Pods("kube-system").List(context.Background(), metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Errorf("%d probe pods left behind", len(l.Items))
+	}
+
+	c.kernelExit["node2"] = 64 + 16 // no TCX
+	out, _, err = c.run(t, "check", "--pre")
+	if err == nil || !strings.Contains(out, "node node2 lacks tcx (TCX attachment (Linux 6.6+)): ztunnel cannot capture traffic there") {
+		t.Errorf("check with a kernel without TCX: %v\n%s", err, out)
+	}
+	_, _, err = c.run(t, "install")
+	if err == nil || !strings.HasPrefix(err.Error(), "node node2 lacks tcx") || !strings.HasSuffix(err.Error(), "nothing was installed (--skip-kernel-check to install anyway)") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("install on a kernel without TCX: %v", err)
+	}
+	if rels, _ := c.helm.Releases.ListDeployed(); len(rels) != 0 {
+		t.Errorf("install refused but %d releases exist", len(rels))
+	}
+
+	c.kernelExit["node2"] = -1 // never runs
+	out, _, err = c.run(t, "check", "--pre", "--kernel-timeout", "0s")
+	if err != nil || !strings.Contains(out, "could not probe the kernel: node node2") {
+		t.Errorf("probe that never ran: %v\n%s", err, out)
+	}
+	c.kernelExit["node2"] = 137 // killed: not a probe answer
+	if out, _, _ := c.run(t, "check", "--pre"); !strings.Contains(out, "node node2: the probe exited 137") {
+		t.Errorf("killed probe:\n%s", out)
+	}
+	n := len(c.probes)
+	if _, _, err := c.run(t, "check", "--pre", "--kernel=false"); err != nil || len(c.probes) != n {
+		t.Errorf("--kernel=false still probed (%d pods) or failed: %v", len(c.probes)-n, err)
+	}
 }

@@ -33,26 +33,53 @@ func proxyGet(ctx context.Context, c *Clients, ns, pod, port, path string) ([]by
 	return b, nil
 }
 
-// pickZtunnel returns the ztunnel pod on node, or the only one when node is "".
-func pickZtunnel(pods []corev1.Pod, node string) (*corev1.Pod, error) {
+// pickZtunnel chooses whose /config_dump to read: the pod named pod, else
+// the one on node, else — like istioctl, which takes the first ztunnel pod —
+// the ztunnel on the first node by name, preferring a Running one. note tells
+// which one was picked when the user did not choose and there were several.
+func pickZtunnel(pods []corev1.Pod, node, pod string) (picked *corev1.Pod, note string, err error) {
+	sorted := make([]*corev1.Pod, 0, len(pods))
 	var nodes []string
 	for i := range pods {
-		p := &pods[i]
-		if node != "" && p.Spec.NodeName == node {
-			return p, nil
+		sorted = append(sorted, &pods[i])
+		nodes = append(nodes, pods[i].Spec.NodeName)
+	}
+	sort.Slice(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if a.Spec.NodeName != b.Spec.NodeName {
+			return a.Spec.NodeName < b.Spec.NodeName
 		}
-		nodes = append(nodes, p.Spec.NodeName)
-	}
+		return a.Name < b.Name
+	})
 	sort.Strings(nodes)
-	switch {
-	case len(pods) == 0:
-		return nil, fmt.Errorf("no ztunnel pod in %s: run `ambientctl install`", install.Namespace)
-	case node != "":
-		return nil, fmt.Errorf("no ztunnel pod on node %q: ztunnel runs on %s", node, strings.Join(nodes, ", "))
-	case len(pods) > 1:
-		return nil, fmt.Errorf("%d ztunnel pods: pick one with --node (%s)", len(pods), strings.Join(nodes, ", "))
+	if len(pods) == 0 {
+		return nil, "", fmt.Errorf("no ztunnel pod in %s: run `ambientctl install`", install.Namespace)
 	}
-	return &pods[0], nil
+	for _, p := range sorted {
+		switch {
+		case pod != "" && p.Name == pod && (node == "" || p.Spec.NodeName == node):
+			return p, "", nil
+		case pod == "" && node != "" && p.Spec.NodeName == node:
+			return p, "", nil
+		}
+	}
+	switch {
+	case pod != "":
+		return nil, "", fmt.Errorf("no ztunnel pod %q in %s: see `kubectl -n %s get pods -l %s -o wide`", pod, install.Namespace, install.Namespace, ztunnelSelector)
+	case node != "":
+		return nil, "", fmt.Errorf("no ztunnel pod on node %q: ztunnel runs on %s", node, strings.Join(nodes, ", "))
+	}
+	picked = sorted[0]
+	for _, p := range sorted {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			picked = p
+			break
+		}
+	}
+	if len(pods) > 1 {
+		note = fmt.Sprintf("showing ztunnel %s on node %s (ztunnel runs on %s; choose with --node)", picked.Name, picked.Spec.NodeName, strings.Join(nodes, ", "))
+	}
+	return picked, note, nil
 }
 
 func (r *root) ztunnelConfigCmd() *cobra.Command {
@@ -60,21 +87,31 @@ func (r *root) ztunnelConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ztunnel-config",
 		Short: "Show what a node's ztunnel knows (from its /config_dump)",
-		Long: `Read the admin endpoint /config_dump (port 15000) of the ztunnel on a node through the
-API server and print one section. -o json prints the section exactly as ztunnel sent it.`,
-		Example: `  ambientctl ztunnel-config workloads --node node1
-  ambientctl ztunnel-config services
-  ambientctl ztunnel-config certificates --node node2 -o json`,
+		Long: `Read the admin endpoint /config_dump (port 15000) of one ztunnel through the API
+server and print one section. -o json prints the section exactly as ztunnel sent it.
+
+Which ztunnel: the pod given as the argument, else the one on --node, else (as istioctl
+does) the ztunnel on the first node by name, preferring a running pod; a note on stderr
+says which one when there are several. Workloads, services and policies are the same
+in every ztunnel; certificates and connections are those of that node's pods.`,
+		Example: `  ambientctl ztunnel-config workloads
+  ambientctl ztunnel-config workloads --node node1
+  ambientctl ztunnel-config certificates ztunnel-x7k2p -o json`,
 	}
-	cmd.PersistentFlags().StringVar(&node, "node", "", "node whose ztunnel to ask (needed when there are several)")
+	cmd.PersistentFlags().StringVar(&node, "node", "", "node whose ztunnel to ask (default: the first node by name)")
 	_ = cmd.RegisterFlagCompletionFunc("node", r.completeNodes)
 	for _, s := range dump.Sections {
 		cmd.AddCommand(&cobra.Command{
-			Use:     s,
-			Short:   "Show ztunnel's " + s,
-			Example: fmt.Sprintf("  ambientctl ztunnel-config %s --node node1\n  ambientctl ztunnel-config %s -o yaml", s, s),
-			Args:    cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
+			Use:               s + " [ztunnel-pod]",
+			Short:             "Show ztunnel's " + s,
+			Example:           fmt.Sprintf("  ambientctl ztunnel-config %s\n  ambientctl ztunnel-config %s --node node1 -o yaml", s, s),
+			Args:              cobra.MaximumNArgs(1),
+			ValidArgsFunction: r.completeZtunnelPods,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				podName := ""
+				if len(args) == 1 {
+					podName = args[0]
+				}
 				c, err := r.clients()
 				if err != nil {
 					return err
@@ -84,9 +121,12 @@ API server and print one section. -o json prints the section exactly as ztunnel 
 				if err != nil {
 					return fmt.Errorf("list ztunnel pods: %w", err)
 				}
-				pod, err := pickZtunnel(pods.Items, node)
+				pod, note, err := pickZtunnel(pods.Items, node, podName)
 				if err != nil {
 					return err
+				}
+				if note != "" {
+					fmt.Fprintln(r.env.Err, "note:", note)
 				}
 				b, err := proxyGet(ctx, c, pod.Namespace, pod.Name, ztunnelAdminPort, "/config_dump")
 				if err != nil {
@@ -106,6 +146,25 @@ API server and print one section. -o json prints the section exactly as ztunnel 
 		})
 	}
 	return cmd
+}
+
+func (r *root) completeZtunnelPods(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := r.clients()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	l, err := c.Kube.CoreV1().Pods(install.Namespace).List(cmd.Context(), metav1.ListOptions{LabelSelector: ztunnelSelector})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	var names []string
+	for _, p := range l.Items {
+		names = append(names, p.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
 func (r *root) completeNodes(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -16,6 +17,10 @@ func Main(args []string, out, errOut io.Writer) int {
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(errOut, "Error:", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		return 1
 	}
 	return 0
@@ -73,7 +78,7 @@ manages waypoints and shows what the data plane knows.`,
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(printer.Formats, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(
 		r.installCmd(), r.uninstallCmd(), r.dataplaneCmd(), r.waypointCmd(),
-		r.ztunnelConfigCmd(), r.proxyStatusCmd(), r.checkCmd(), r.versionCmd(),
+		r.ztunnelConfigCmd(), r.proxyStatusCmd(), r.checkCmd(), r.versionCmd(), r.nodeCheckCmd(),
 	)
 	return cmd
 }

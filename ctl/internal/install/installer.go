@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -12,9 +13,12 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/ambient-mesh/ambient/charts"
 )
@@ -26,6 +30,7 @@ const Namespace = "istio-system"
 type Installer struct {
 	Helm      *action.Configuration // initialised for Namespace
 	Kube      kubernetes.Interface  // for rollout status; nil skips waiting
+	Gateway   gwclient.Interface    // removes the waypoint GatewayClass on uninstall; nil skips it
 	Namespace string
 	Out       io.Writer     // progress
 	Poll      time.Duration // status poll interval; default 2s
@@ -79,29 +84,48 @@ func (in *Installer) hasDeployed(name string) bool {
 func Render(vals map[string]map[string]any, namespace string) (string, error) {
 	var b strings.Builder
 	for _, name := range charts.All {
-		c, err := charts.Load(name)
+		m, err := renderChart(name, vals[name], namespace)
 		if err != nil {
 			return "", err
 		}
-		inst := action.NewInstall(&action.Configuration{})
-		inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
-		inst.ReleaseName, inst.Namespace = name, namespace
-		inst.IncludeCRDs = true
-		inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.0", Major: "1", Minor: "37"}
-		rel, err := inst.Run(c, vals[name])
-		if err != nil {
-			return "", fmt.Errorf("render chart %s: %w", name, err)
-		}
-		b.WriteString(rel.Manifest)
+		b.WriteString(m)
 	}
 	return b.String(), nil
 }
 
-// Uninstall removes the releases in reverse order, skipping absent ones, then
-// waits until no ztunnel pod is left: each ztunnel's capture role detaches
-// and unpins its eBPF programs when it stops, so the nodes are clean only
-// when those pods are gone. CRDs stay (Helm never deletes crds/).
+func renderChart(name string, vals map[string]any, namespace string) (string, error) {
+	c, err := charts.Load(name)
+	if err != nil {
+		return "", err
+	}
+	inst := action.NewInstall(&action.Configuration{})
+	inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
+	inst.ReleaseName, inst.Namespace = name, namespace
+	inst.IncludeCRDs = true
+	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.0", Major: "1", Minor: "37"}
+	rel, err := inst.Run(c, vals)
+	if err != nil {
+		return "", fmt.Errorf("render chart %s: %w", name, err)
+	}
+	return rel.Manifest, nil
+}
+
+// Uninstall removes the mesh:
+//  1. the releases, in reverse install order (absent ones are skipped);
+//  2. waits until no ztunnel or istiod-lite pod is left (a stopping
+//     istiod-lite could otherwise publish again what step 3 deletes);
+//  3. what istiod-lite created at run time: the Lease, the self-signed root
+//     Secret istio-ca-secret, the istio-ca-root-cert ConfigMaps of every
+//     namespace, and the istio-waypoint GatewayClass when no Gateway uses it;
+//  4. runs a cleanup pod on every node that detaches capture's eBPF programs
+//     and removes its pins, routing rules and nftables table (the capture
+//     container leaves them in place when it stops, by design).
+//
+// Kept: the CRDs (Helm never deletes crds/; they may predate the mesh and
+// hold user objects), the namespace, user objects (Gateways, routes,
+// policies, the cacerts Secret) and the enrollment labels.
 func (in *Installer) Uninstall(ctx context.Context, timeout time.Duration) error {
+	spec, specErr := in.cleanupSpec(ctx) // while the release still says how ztunnel ran
 	for i := len(charts.All) - 1; i >= 0; i-- {
 		name := charts.All[i]
 		un := action.NewUninstall(in.Helm)
@@ -119,17 +143,151 @@ func (in *Installer) Uninstall(ctx context.Context, timeout time.Duration) error
 	if in.Kube == nil {
 		return nil
 	}
-	return in.poll(ctx, timeout, func(ctx context.Context) (bool, string, error) {
-		pods, err := in.Kube.CoreV1().Pods(in.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
+	if _, err := in.Kube.CoreV1().Namespaces().Get(ctx, in.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		fmt.Fprintf(in.Out, "- namespace %s absent: nothing else to remove\n", in.Namespace)
+		return nil
+	}
+	for _, sel := range []string{"app=ztunnel", "app=istiod-lite"} {
+		if err := in.waitNoPods(ctx, timeout, sel, strings.TrimPrefix(sel, "app=")+" pods"); err != nil {
+			return err
+		}
+	}
+	if err := in.removeRuntimeObjects(ctx); err != nil {
+		return err
+	}
+	if specErr != nil {
+		return fmt.Errorf("cannot clean the nodes' eBPF state: %w", specErr)
+	}
+	nl, err := in.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	nodes := CleanupNodes(nl.Items, spec.NodeSelector)
+	if len(nodes) == 0 {
+		return nil
+	}
+	if err := in.cleanupNodes(ctx, spec, nodes, timeout); err != nil {
+		return err
+	}
+	fmt.Fprintf(in.Out, "✔ eBPF programs and pins removed from %d nodes\n", len(nodes))
+	return nil
+}
+
+// cleanupSpec finds how ztunnel's capture ran: the ztunnel release's
+// manifest, else the live DaemonSet, else the chart's defaults.
+func (in *Installer) cleanupSpec(ctx context.Context) (CleanupSpec, error) {
+	var ds *appsv1.DaemonSet
+	if rel, err := in.Helm.Releases.Last(charts.Ztunnel); err == nil && rel != nil {
+		ds, _ = DaemonSetFromManifest(rel.Manifest)
+	}
+	if ds == nil && in.Kube != nil {
+		if live, err := in.Kube.AppsV1().DaemonSets(in.Namespace).Get(ctx, "ztunnel", metav1.GetOptions{}); err == nil {
+			ds = live
+		}
+	}
+	if ds == nil {
+		m, err := renderChart(charts.Ztunnel, nil, in.Namespace)
 		if err != nil {
-			return false, "", fmt.Errorf("list ztunnel pods: %w", err)
+			return CleanupSpec{}, err
+		}
+		if ds, err = DaemonSetFromManifest(m); err != nil {
+			return CleanupSpec{}, err
+		}
+	}
+	return CleanupSpecFrom(ds)
+}
+
+// Objects istiod-lite creates at run time (see istiod-lite/ca, app,
+// waypointctl).
+const (
+	istiodLease        = "istiod-lite"
+	selfSignedSecret   = "istio-ca-secret"
+	rootCertConfigMap  = "istio-ca-root-cert"
+	rootCertLabel      = "istio.io/config=true"
+	waypointClass      = "istio-waypoint"
+	waypointController = "istio.io/mesh-controller"
+)
+
+func (in *Installer) removeRuntimeObjects(ctx context.Context) error {
+	var errs []error
+	ignore := func(what string, err error) {
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", what, err))
+		}
+	}
+	ignore("Lease "+istiodLease, in.Kube.CoordinationV1().Leases(in.Namespace).Delete(ctx, istiodLease, metav1.DeleteOptions{}))
+	ignore("Secret "+selfSignedSecret, in.Kube.CoreV1().Secrets(in.Namespace).Delete(ctx, selfSignedSecret, metav1.DeleteOptions{}))
+	cms, err := in.Kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: rootCertLabel})
+	if err != nil {
+		return fmt.Errorf("list root certificate ConfigMaps: %w", err)
+	}
+	n := 0
+	for _, cm := range cms.Items {
+		if cm.Name == rootCertConfigMap {
+			ignore("ConfigMap "+cm.Namespace+"/"+cm.Name, in.Kube.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{}))
+			n++
+		}
+	}
+	if in.Gateway != nil {
+		if msg, err := in.removeGatewayClass(ctx); err != nil {
+			errs = append(errs, err)
+		} else if msg != "" {
+			fmt.Fprintln(in.Out, msg)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Fprintf(in.Out, "✔ istiod-lite's run-time objects removed (root Secret, Lease, %d root certificate ConfigMaps)\n", n)
+	return nil
+}
+
+// removeGatewayClass deletes istio-waypoint unless a Gateway still uses it;
+// then it says which waypoints are left.
+func (in *Installer) removeGatewayClass(ctx context.Context) (string, error) {
+	gc, err := in.Gateway.GatewayV1().GatewayClasses().Get(ctx, waypointClass, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || err == nil && string(gc.Spec.ControllerName) != waypointController {
+		return "", nil
+	}
+	if err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return "", nil
+		}
+		return "", fmt.Errorf("get GatewayClass %s: %w", waypointClass, err)
+	}
+	gws, err := in.Gateway.GatewayV1().Gateways(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", fmt.Errorf("list Gateways: %w", err)
+	}
+	var left []string
+	for _, g := range gws.Items {
+		if string(g.Spec.GatewayClassName) == waypointClass {
+			left = append(left, g.Namespace+"/"+g.Name)
+		}
+	}
+	if len(left) > 0 {
+		sort.Strings(left)
+		return fmt.Sprintf("! kept GatewayClass %s: waypoints %s still use it (their pods no longer get config); remove them with `ambientctl waypoint delete --all -n <namespace>`", waypointClass, strings.Join(left, ", ")), nil
+	}
+	if err := in.Gateway.GatewayV1().GatewayClasses().Delete(ctx, waypointClass, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("delete GatewayClass %s: %w", waypointClass, err)
+	}
+	return "✔ GatewayClass " + waypointClass + " removed", nil
+}
+
+// waitNoPods waits until no pod matches sel in the namespace.
+func (in *Installer) waitNoPods(ctx context.Context, timeout time.Duration, sel, what string) error {
+	return in.poll(ctx, timeout, func(ctx context.Context) (bool, string, error) {
+		pods, err := in.Kube.CoreV1().Pods(in.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			return false, "", fmt.Errorf("list %s: %w", what, err)
 		}
 		if n := len(pods.Items); n > 0 {
-			return false, fmt.Sprintf("ztunnel: %d pods still stopping (they remove the eBPF programs)", n), nil
+			return false, fmt.Sprintf("%s: %d still stopping", what, n), nil
 		}
-		return true, "ztunnel: all pods gone", nil
+		return true, what + ": all gone", nil
 	}, func() string {
-		return "ztunnel pods did not stop: check `kubectl -n " + in.Namespace + " get pods -l app=ztunnel`; the nodes may keep pinned programs under /sys/fs/bpf/ambient"
+		return fmt.Sprintf("%s did not stop: check `kubectl -n %s get pods -l %s`", what, in.Namespace, sel)
 	})
 }
 
