@@ -119,7 +119,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, deps Deps) (*A
 		httpRoutes: gwlisters.NewHTTPRouteLister(inf.HTTPRoutes.GetIndexer()),
 		grpcRoutes: gwlisters.NewGRPCRouteLister(inf.GRPCRoutes.GetIndexer()),
 		cfg:        model.Config{TrustDomain: cfg.TrustDomain, RootNamespace: cfg.Namespace, SystemNamespace: cfg.Namespace}.WithDefaults(),
+		takeBatch:  a.watcher.TakeBatch,
+		metrics:    newPipelineMetrics(a.reg),
 	}
+	a.reg.MustRegister(a.watcher.Collectors()...)
 
 	// CA: every replica reads (or races to create) the same Secret.
 	signer, source, err := ca.LoadOrCreateCA(ctx, kc, ca.StoreOptions{Namespace: cfg.Namespace, TrustDomain: cfg.TrustDomain}, log)

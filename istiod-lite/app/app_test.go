@@ -17,6 +17,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -81,6 +82,11 @@ func startApp(t *testing.T, kubeObjs, gwObjs []runtime.Object) *testApp {
 
 func startAppWith(t *testing.T, leaderElect bool, kubeObjs, gwObjs, istioObjs []runtime.Object) *testApp {
 	t.Helper()
+	return startAppLogged(t, zaptest.NewLogger(t), leaderElect, kubeObjs, gwObjs, istioObjs)
+}
+
+func startAppLogged(t *testing.T, log *zap.Logger, leaderElect bool, kubeObjs, gwObjs, istioObjs []runtime.Object) *testApp {
+	t.Helper()
 	ta := &testApp{
 		kube:  kubefake.NewClientset(kubeObjs...),
 		istio: istiofake.NewSimpleClientset(istioObjs...),
@@ -111,7 +117,7 @@ func startAppWith(t *testing.T, leaderElect bool, kubeObjs, gwObjs, istioObjs []
 	pl, tl, ml, rl := listen(t), listen(t), listen(t), listen(t)
 	ta.plaintext, ta.tlsAddr, ta.monitoring, ta.ready = pl.Addr().String(), tl.Addr().String(), ml.Addr().String(), rl.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, zaptest.NewLogger(t), Deps{
+	a, err := New(ctx, cfg, log, Deps{
 		Clients:           &pkgkube.Clients{Kube: ta.kube, Istio: ta.istio, Gateway: ta.gw},
 		PlaintextListener: pl, TLSListener: tl, MonitoringListener: ml, ReadyListener: rl,
 	})

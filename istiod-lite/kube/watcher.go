@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,21 +25,54 @@ import (
 type Watcher struct {
 	log   *zap.Logger
 	dirty chan struct{}
+
+	mu     sync.Mutex
+	batch  Batch                  // events since the last TakeBatch
+	events *prometheus.CounterVec // ambient_informer_events_total{kind,event}
+	now    func() time.Time
 }
+
+// MaxBatchPods bounds the pod keys a Batch lists; past it the batch is
+// marked Overflow (the caller rebuilds everything anyway).
+const MaxBatchPods = 1000
+
+// Batch describes the model-changing events since the previous TakeBatch.
+type Batch struct {
+	// First is when the first event arrived; zero for an empty batch.
+	First time.Time
+	// Kinds are the kinds that changed (kindOf names).
+	Kinds map[string]bool
+	// Pods are the "<namespace>/<name>" keys of the changed pods, unless
+	// Overflow.
+	Pods     map[string]bool
+	Overflow bool
+}
+
+// Empty reports whether no event arrived.
+func (b Batch) Empty() bool { return len(b.Kinds) == 0 }
+
+// PodsOnly reports whether the batch holds only pod changes, all listed:
+// then only those pods' workloads can differ from the previous build.
+func (b Batch) PodsOnly() bool { return len(b.Kinds) == 1 && b.Kinds["Pod"] && !b.Overflow }
 
 // NewWatcher registers change handlers on informers (typically
 // Informers.ModelInformers()). Register before starting the informers so the
 // initial list also marks the model dirty.
 func NewWatcher(log *zap.Logger, informers ...cache.SharedIndexInformer) (*Watcher, error) {
-	w := &Watcher{log: log, dirty: make(chan struct{}, 1)}
+	w := &Watcher{log: log, dirty: make(chan struct{}, 1), now: time.Now,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_informer_events_total",
+			Help: "Informer events that changed a model input, by kind and event (add, update, delete).",
+		}, []string{"kind", "event"}),
+	}
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { w.mark() },
+		AddFunc: func(obj any) { w.record(obj, "add") },
 		UpdateFunc: func(oldObj, newObj any) {
 			if Changed(oldObj, newObj) {
-				w.mark()
+				w.record(newObj, "update")
 			}
 		},
-		DeleteFunc: func(any) { w.mark() },
+		DeleteFunc: func(obj any) { w.record(obj, "delete") },
 	}
 	for i, inf := range informers {
 		if _, err := inf.AddEventHandler(h); err != nil {
@@ -49,6 +85,45 @@ func NewWatcher(log *zap.Logger, informers ...cache.SharedIndexInformer) (*Watch
 // ModelInformers are the informers whose changes affect the model.
 func (i *Informers) ModelInformers() []cache.SharedIndexInformer {
 	return []cache.SharedIndexInformer{i.Namespaces, i.Pods, i.Services, i.AuthorizationPolicies, i.PeerAuthentications, i.Gateways}
+}
+
+// Collectors are the watcher's metrics, for the caller to register.
+func (w *Watcher) Collectors() []prometheus.Collector { return []prometheus.Collector{w.events} }
+
+// TakeBatch returns the events since the previous call and starts a new
+// batch. The rebuild calls it before reading the caches, so the caches it
+// reads hold at least every change of the batch (later ones too, which the
+// next batch lists again).
+func (w *Watcher) TakeBatch() Batch {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.batch
+	w.batch = Batch{}
+	return b
+}
+
+// record adds an informer event to the batch and marks the model dirty.
+func (w *Watcher) record(obj any, event string) {
+	kind := kindOf(obj)
+	w.events.WithLabelValues(kind, event).Inc()
+	w.mu.Lock()
+	b := &w.batch
+	if b.Kinds == nil {
+		b.First, b.Kinds = w.now(), map[string]bool{}
+	}
+	b.Kinds[kind] = true
+	if kind == "Pod" && !b.Overflow {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err != nil || len(b.Pods) >= MaxBatchPods {
+			b.Overflow, b.Pods = true, nil
+		} else {
+			if b.Pods == nil {
+				b.Pods = map[string]bool{}
+			}
+			b.Pods[key] = true
+		}
+	}
+	w.mu.Unlock()
+	w.mark()
 }
 
 func (w *Watcher) mark() {
@@ -109,4 +184,30 @@ func Changed(oldObj, newObj any) bool {
 func specChanged(o, n *metav1.ObjectMeta) bool {
 	return o.Generation != n.Generation || o.Generation == 0 && o.ResourceVersion != n.ResourceVersion ||
 		!reflect.DeepEqual(o.Labels, n.Labels)
+}
+
+// kindOf names an informer object's kind for metric labels.
+func kindOf(obj any) string {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	switch obj.(type) {
+	case *corev1.Pod:
+		return "Pod"
+	case *corev1.Service:
+		return "Service"
+	case *corev1.Namespace:
+		return "Namespace"
+	case *gatewayv1.Gateway:
+		return "Gateway"
+	case *gatewayv1.HTTPRoute:
+		return "HTTPRoute"
+	case *gatewayv1.GRPCRoute:
+		return "GRPCRoute"
+	case *securityv1.AuthorizationPolicy:
+		return "AuthorizationPolicy"
+	case *securityv1.PeerAuthentication:
+		return "PeerAuthentication"
+	}
+	return "other"
 }

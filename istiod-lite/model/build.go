@@ -2,8 +2,10 @@ package model
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/workloadapi"
@@ -29,13 +31,17 @@ type Snapshot struct {
 	Conditions []Condition
 	// Diagnostics about the input, sorted.
 	Diagnostics []Diagnostic
+
+	// idx are the indexes of the Build that made this Snapshot (read-only
+	// once built), for WithPods.
+	idx *builder
 }
 
 // Resources returns the xDS resources by type URL, then resource name.
 func (s *Snapshot) Resources() map[string]map[string]proto.Message {
 	addrs := make(map[string]proto.Message, len(s.Workloads)+len(s.Services))
 	for k, w := range s.Workloads {
-		addrs[k] = &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
+		addrs[k] = WorkloadAddress(w)
 	}
 	for k, svc := range s.Services {
 		addrs[k] = &workloadapi.Address{Type: &workloadapi.Address_Service{Service: svc}}
@@ -45,6 +51,11 @@ func (s *Snapshot) Resources() map[string]map[string]proto.Message {
 		auths[k] = p
 	}
 	return map[string]map[string]proto.Message{TypeAddress: addrs, TypeAuthorization: auths}
+}
+
+// WorkloadAddress wraps a workload as the Address resource served for it.
+func WorkloadAddress(w *workloadapi.Workload) *workloadapi.Address {
+	return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
 }
 
 // selectorPolicy is a WORKLOAD_SELECTOR policy awaiting workloads.
@@ -116,13 +127,58 @@ func Build(in Input, cfg Config) *Snapshot {
 		b.addPod(&in.Pods[i])
 	}
 	slices.SortFunc(b.snap.Conditions, func(x, y Condition) int { return cmpRef(x.Object, y.Object) })
-	slices.SortFunc(b.snap.Diagnostics, func(x, y Diagnostic) int {
+	sortDiagnostics(b.snap.Diagnostics)
+	b.snap.idx = b
+	return b.snap
+}
+
+func sortDiagnostics(ds []Diagnostic) {
+	slices.SortFunc(ds, func(x, y Diagnostic) int {
 		if c := cmpRef(x.Object, y.Object); c != 0 {
 			return c
 		}
 		return cmp.Compare(x.Reason, y.Reason)
 	})
-	return b.snap
+}
+
+// WithPods returns the Snapshot that Build would return for s's input with
+// the pods named in changed ("<namespace>/<name>") replaced by pods (the
+// current state of those still present; the others were deleted). Only
+// those pods' workloads are recomputed: a workload depends on its own pod,
+// its namespace, Services, policies and waypoints, never on another pod,
+// and nothing else depends on pods. s is left as it was; the result shares
+// its unchanged parts. One difference from a full Build: a namespace-level
+// diagnostic raised only by the changed pods is kept until the next Build.
+// It returns nil if s was not made by Build or WithPods.
+func (s *Snapshot) WithPods(pods []Pod, changed map[string]bool) *Snapshot {
+	if s.idx == nil {
+		return nil
+	}
+	next := &Snapshot{
+		Workloads: maps.Clone(s.Workloads), Services: s.Services, Policies: s.Policies,
+		Conditions: s.Conditions, Diagnostics: make([]Diagnostic, 0, len(s.Diagnostics)),
+	}
+	b := *s.idx
+	b.snap, b.diagnosed = next, maps.Clone(s.idx.diagnosed)
+	for _, d := range s.Diagnostics {
+		if d.Object.Kind == "Pod" && changed[d.Object.Namespace+"/"+d.Object.Name] {
+			delete(b.diagnosed, d.Object)
+			continue
+		}
+		next.Diagnostics = append(next.Diagnostics, d)
+	}
+	for key := range changed {
+		ns, name, _ := strings.Cut(key, "/")
+		delete(next.Workloads, WorkloadUID(b.cfg.ClusterID, ns, name))
+	}
+	for i := range pods {
+		if changed[pods[i].Namespace+"/"+pods[i].Name] {
+			b.addPod(&pods[i])
+		}
+	}
+	sortDiagnostics(next.Diagnostics)
+	next.idx = &b
+	return next
 }
 
 func cmpRef(x, y ObjectRef) int {

@@ -6,8 +6,10 @@
 // istiod produces them, so upstream ztunnel and ours are interchangeable.
 //
 // Build is a pure function of Input and Config: the caller (one writer
-// goroutine) rebuilds a whole Snapshot on every change and pushes only what
-// Diff reports as changed. The package knows nothing about informers; the
+// goroutine) rebuilds a whole Snapshot on a change and pushes only what
+// Diff reports as changed. When only pods changed, Snapshot.WithPods
+// recomputes just their workloads on the previous Snapshot (equal to a
+// Build of the new input, checked against every golden input). The package knows nothing about informers; the
 // From* converters take typed API objects, so tests feed it YAML.
 //
 // Conventions followed from Istio (pilot/pkg/serviceregistry/kube/controller/ambient):
