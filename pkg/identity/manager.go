@@ -214,6 +214,41 @@ func (m *Manager) Forget(id spiffe.Identity) {
 	}
 }
 
+// ForgetExcept forgets every held identity for which keep returns false, as
+// Forget does, and returns them (unsorted). Callers use it to drop the
+// certificates of workloads that have left: keep says which identities are
+// still in use.
+func (m *Manager) ForgetExcept(keep func(spiffe.Identity) bool) []spiffe.Identity {
+	var gone []*entry
+	m.mu.Lock()
+	for id, e := range m.entries {
+		if !keep(id) {
+			gone = append(gone, e)
+			delete(m.entries, id)
+		}
+	}
+	m.mu.Unlock()
+	ids := make([]spiffe.Identity, 0, len(gone))
+	for _, e := range gone {
+		e.cancel()
+		ids = append(ids, e.id)
+		m.log.Debug("identity forgotten", zap.Stringer("identity", e.id))
+	}
+	return ids
+}
+
+// Identities returns the identities the manager holds (being fetched or
+// fetched), unsorted.
+func (m *Manager) Identities() []spiffe.Identity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]spiffe.Identity, 0, len(m.entries))
+	for id := range m.entries {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Bundle is the trust bundle for verifying peers: configured roots plus the
 // roots of fetched chains.
 func (m *Manager) Bundle() spiffe.Bundle {

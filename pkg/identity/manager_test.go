@@ -343,3 +343,41 @@ func TestClosedManager(t *testing.T) {
 		t.Fatal("manager without fetcher accepted")
 	}
 }
+
+// TestForgetExcept: identities keep rejects are dropped (their renewal
+// stops, the next use fetches anew); the kept one is untouched.
+func TestForgetExcept(t *testing.T) {
+	clock := newFakeClock()
+	ca := newFakeCA(t, clock, time.Hour)
+	m := newTestManager(t, ca, clock)
+	ctx := context.Background()
+	kept, err := m.GetCertificate(ctx, idSleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GetCertificate(ctx, idHttpbin); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two renewal timers", func() bool { return clock.Waiters() == 2 })
+	if got := m.Identities(); len(got) != 2 {
+		t.Fatalf("Identities() = %v, want two", got)
+	}
+
+	gone := m.ForgetExcept(func(id spiffe.Identity) bool { return id == idSleep })
+	if len(gone) != 1 || gone[0] != idHttpbin {
+		t.Fatalf("forgot %v, want [%s]", gone, idHttpbin)
+	}
+	if got := m.Identities(); len(got) != 1 || got[0] != idSleep {
+		t.Fatalf("Identities() after ForgetExcept = %v, want [%s]", got, idSleep)
+	}
+	waitFor(t, "the forgotten identity's renewal stopped", func() bool { return clock.Waiters() == 1 })
+	if again, err := m.GetCertificate(ctx, idSleep); err != nil || again != kept || ca.count(idSleep) != 1 {
+		t.Fatalf("kept identity: %v, same certificate %v, %d fetches", err, again == kept, ca.count(idSleep))
+	}
+	if _, err := m.GetCertificate(ctx, idHttpbin); err != nil || ca.count(idHttpbin) != 2 {
+		t.Fatalf("forgotten identity used again: %v, %d fetches, want a new fetch", err, ca.count(idHttpbin))
+	}
+	if gone := m.ForgetExcept(func(spiffe.Identity) bool { return true }); len(gone) != 0 {
+		t.Fatalf("keep-all forgot %v", gone)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ import (
 	"github.com/ambient-mesh/ambient/ztunnel/config"
 	"github.com/ambient-mesh/ambient/ztunnel/metrics"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy"
+	"github.com/ambient-mesh/ambient/ztunnel/proxy/inbound"
 	"github.com/ambient-mesh/ambient/ztunnel/route"
 	"github.com/ambient-mesh/ambient/ztunnel/state"
 )
@@ -36,7 +38,8 @@ import (
 func Run(ctx context.Context, cfg config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 	log.Info("ztunnel starting", zap.String("role", cfg.Role), zap.String("node", cfg.Node),
 		zap.String("xds", cfg.XDSAddress), zap.String("ca", cfg.CA), zap.String("trustDomain", cfg.TrustDomain),
-		zap.Bool("capture", cfg.Capture), zap.String("localConfig", cfg.LocalConfig))
+		zap.Bool("capture", cfg.Capture), zap.Bool("preserveSourceIP", cfg.PreserveSourceIP && cfg.Capture),
+		zap.String("localConfig", cfg.LocalConfig))
 	if cfg.Role == config.RoleCapture {
 		return runCapture(ctx, cfg, log)
 	}
@@ -59,7 +62,7 @@ func newIdentity(cfg config.Config, log *zap.Logger) (*identity.Manager, func(),
 	opts := identity.Options{Logger: log.Named("identity"), TrustDomain: cfg.TrustDomain}
 	closeFn := func() {}
 	if cfg.CA == "local" {
-		ca, err := certs.NewSelfSignedCA(cfg.TrustDomain, 10*365*24*time.Hour)
+		ca, err := localCA(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -100,6 +103,27 @@ func newIdentity(cfg config.Config, log *zap.Logger) (*identity.Manager, func(),
 		return nil, nil, err
 	}
 	return m, func() { m.Close(); closeFn() }, nil
+}
+
+// localCA is --ca=local's CA: loaded from --ca-cert/--ca-key (so several
+// ztunnels share one trust), else a new self-signed one.
+func localCA(cfg config.Config) (*certs.CA, error) {
+	if cfg.CACertFile == "" {
+		return certs.NewSelfSignedCA(cfg.TrustDomain, 10*365*24*time.Hour)
+	}
+	certPEM, err := os.ReadFile(cfg.CACertFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --ca-cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(cfg.CAKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --ca-key: %w", err)
+	}
+	ca, err := certs.LoadCA(certPEM, keyPEM, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert %s: %w", cfg.CACertFile, err)
+	}
+	return ca, nil
 }
 
 func hostOf(addr string) string {
@@ -193,8 +217,15 @@ func runProxy(ctx context.Context, cfg config.Config, log *zap.Logger, level zap
 	if err != nil {
 		return err
 	}
+	local := route.Local{Node: cfg.Node}
+	var podDial inbound.DialFunc // default: a plain dial from the node
+	if cfg.Capture && cfg.PreserveSourceIP {
+		// The pod answers the client's IP; capture hands those packets
+		// back to the dialing socket (see ztunnel/capture/bpf/capture.c).
+		podDial = inbound.SourceKeepingDial(store, local, inbound.TransparentDialer())
+	}
 	p, err := proxy.New(proxy.Config{
-		Store: store, Local: route.Local{Node: cfg.Node},
+		Store: store, Local: local, PodDial: podDial,
 		Certs: certSource{ids}, Bundle: ids.Bundle, Logger: log.Named("proxy"),
 		Metrics:  metrics.New(reg),
 		Outbound: lns.outbound, Inbound: lns.inbound, InboundPlaintext: lns.plain,
@@ -247,18 +278,18 @@ func runProxy(ctx context.Context, cfg config.Config, log *zap.Logger, level zap
 		{Addr: cfg.ReadyAddr, Handler: admin.Ready(ready), ReadHeaderTimeout: 10 * time.Second},
 	}
 	for _, s := range servers {
-		run(&web, "http "+s.Addr, func() error {
-			if err := s.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+		run(&web, "http "+s.Addr, func() error { return serveWhenFree(ctx, s, log) })
 	}
 	if xdsClient != nil {
 		run(&core, "xds", func() error { return xdsClient.Run(ctx) })
 	}
 	if lns.keep != nil {
-		run(&core, "listener registration", func() error { return lns.keep(ctx) })
+		run(&core, "listener registration", func() error { return lns.keep(ctx, configReady) })
+	}
+	if cfg.Node != "" {
+		run(&core, "identity sweep", func() error {
+			return sweepIdentities(ctx, store, ids, cfg.Node, identitySweepPeriod, log.Named("identity"))
+		})
 	}
 	run(&core, "proxy", func() error { return p.Run(ctx) })
 	log.Info("ztunnel proxy running", zap.String("admin", cfg.AdminAddr), zap.String("metrics", cfg.MetricsAddr), zap.String("ready", cfg.ReadyAddr))
@@ -280,4 +311,30 @@ func runProxy(ctx context.Context, cfg config.Config, log *zap.Logger, level zap
 	}
 	log.Info("ztunnel proxy stopped")
 	return errors.Join(errs...)
+}
+
+// serveWhenFree serves s on its address. While another process holds the
+// address (the ztunnel this one replaces, still draining) it retries until
+// the address is free or ctx ends, so a takeover does not fail on the admin
+// ports.
+func serveWhenFree(ctx context.Context, s *http.Server, log *zap.Logger) error {
+	warned := false
+	for {
+		err := s.ListenAndServe()
+		switch {
+		case errors.Is(err, http.ErrServerClosed):
+			return nil
+		case !errors.Is(err, syscall.EADDRINUSE):
+			return err
+		}
+		if !warned {
+			log.Warn("address in use, waiting for it", zap.String("addr", s.Addr))
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ambient-mesh/ambient/pkg/kube"
 	"github.com/ambient-mesh/ambient/ztunnel/captureagent"
 	"github.com/ambient-mesh/ambient/ztunnel/config"
+	"github.com/ambient-mesh/ambient/ztunnel/state"
 )
 
 // captureMetricsAddr serves the capture role's metrics and status (the proxy
@@ -33,16 +34,27 @@ func runCapture(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 		log.Info("capture removed from this node")
 		return nil
 	}
-	rc, err := kube.RESTConfig(cfg.Kubeconfig, "ztunnel-capture")
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
 	reg := prometheus.NewRegistry()
-	node, err := captureagent.Start(ctx, ccfg, client, reg, log.Named("capture"))
+	var node *captureagent.Node
+	var err error
+	if cfg.LocalConfig != "" {
+		// No Kubernetes: this node's workloads of the local config are its pods.
+		addrs, _, lerr := state.LoadLocalConfig(cfg.LocalConfig)
+		if lerr != nil {
+			return lerr
+		}
+		node, err = captureagent.StartStatic(ctx, ccfg, captureagent.StaticFromWorkloads(addrs), reg, log.Named("capture"))
+	} else {
+		rc, kerr := kube.RESTConfig(cfg.Kubeconfig, "ztunnel-capture")
+		if kerr != nil {
+			return kerr
+		}
+		client, kerr := kubernetes.NewForConfig(rc)
+		if kerr != nil {
+			return fmt.Errorf("kubernetes client: %w", kerr)
+		}
+		node, err = captureagent.Start(ctx, ccfg, client, reg, log.Named("capture"))
+	}
 	if err != nil {
 		return fmt.Errorf("start capture (needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and a bpffs at %s): %w", cfg.BPFFS, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,6 +18,14 @@ import (
 	"github.com/ambient-mesh/ambient/ztunnel/config"
 )
 
+// takeoverAddr is where a capture listener listens when its configured
+// address is still held by the ztunnel this process replaces.
+const takeoverAddr = "127.0.0.1:0"
+
+// errConfigPending: the listeners are not registered until the proxy has
+// its configuration, so it never takes connections it cannot route.
+var errConfigPending = errors.New("waiting for the configuration before taking the capture slots")
+
 // listeners are the proxy's three listeners and, with capture, their
 // registration in the capture sockmap.
 type listeners struct {
@@ -24,9 +33,11 @@ type listeners struct {
 	originalDst              func(net.Conn) (netip.AddrPort, error)
 	// ready reports whether capture delivers to these listeners.
 	ready func() error
-	// keep registers the listeners with the capture sockmap (retrying until
-	// the capture role has loaded it) and re-registers them if they vanish.
-	keep  func(ctx context.Context) error
+	// keep registers the listeners with the capture sockmap once
+	// configReady says the proxy can serve (retrying until the capture role
+	// has loaded the sockmap) and re-registers them if they vanish. Until
+	// then captured SYNs wait (or go to the process this one replaces).
+	keep  func(ctx context.Context, configReady func() bool) error
 	close func()
 	// hboneDial opens HBONE connections; nil means a plain dial. With
 	// capture, a connection to an enrolled pod of this node is marked so the
@@ -48,6 +59,17 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 		var err error
 		if cfg.Capture {
 			l, err = capture.ListenTransparent(ctx, a)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				// Another ztunnel holds the address: the one this process
+				// replaces, still draining. Capture delivers to the socket
+				// registered in the sockmap whatever its address, so listen
+				// on a free port and take the registration over.
+				l, err = capture.ListenTransparent(ctx, takeoverAddr)
+				if err == nil {
+					log.Warn("listener address in use, taking over with another port",
+						zap.String("addr", a), zap.String("listening", l.Addr().String()))
+				}
+			}
 		} else {
 			var lc net.ListenConfig
 			lc.SetMultipathTCP(false)
@@ -89,6 +111,12 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 		defer mu.Unlock()
 		return lastErr
 	}
+	// Until every listener has been registered once, registration replaces
+	// whatever the slots hold: a new process takes over from the one it
+	// replaces (which keeps serving the connections it has). After that a
+	// slot is filled again only when it is empty (its socket closed), so
+	// two live processes never fight over the slots.
+	takenOver := false
 	register := func() error {
 		if sm == nil {
 			s, err := capture.Open(pinDir)
@@ -105,7 +133,7 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 			enrolled.Store(v)
 		}
 		for i, k := range kinds {
-			if sm.Registered(k, false) {
+			if takenOver && sm.Registered(k, false) {
 				continue
 			}
 			if err := sm.Register(k, lns[i].(*net.TCPListener)); err != nil {
@@ -113,11 +141,10 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 			}
 			log.Info("listener registered with capture", zap.Stringer("kind", k), zap.String("addr", lns[i].Addr().String()))
 		}
+		takenOver = true
 		return nil
 	}
-	out.keep = func(ctx context.Context) error {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
+	out.keep = func(ctx context.Context, configReady func() bool) error {
 		defer func() {
 			if sm != nil {
 				_ = sm.Close()
@@ -127,17 +154,27 @@ func openListeners(ctx context.Context, cfg config.Config, log *zap.Logger) (*li
 			}
 		}()
 		for {
-			err := register()
+			var err error
+			if configReady != nil && !configReady() {
+				err = errConfigPending
+			} else {
+				err = register()
+			}
 			mu.Lock()
-			if err != nil && (lastErr == nil || err.Error() != lastErr.Error()) {
+			if err != nil && err != errConfigPending && (lastErr == nil || err.Error() != lastErr.Error()) {
 				log.Warn("capture registration failed", zap.Error(err))
 			}
 			lastErr = err
 			mu.Unlock()
+			// Poll quickly until registered: SYNs are waiting.
+			wait := time.Second
+			if !takenOver {
+				wait = 50 * time.Millisecond
+			}
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-t.C:
+			case <-time.After(wait):
 			}
 		}
 	}

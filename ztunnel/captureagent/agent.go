@@ -64,7 +64,12 @@ type NodeSetup interface {
 
 // Options configures [New].
 type Options struct {
-	Client   kubernetes.Interface
+	// Client watches the node's pods and all namespaces; not used (and may
+	// be nil) with Static.
+	Client kubernetes.Interface
+	// Static replaces the Kubernetes watch by a fixed set of pods and
+	// namespaces (local mode: ztunnel --local-config, no cluster).
+	Static   *Static
 	NodeName string
 	Datapath Datapath
 	Veths    VethResolver
@@ -118,8 +123,8 @@ const (
 // New checks opts and registers the metrics.
 func New(opts Options) (*Agent, error) {
 	switch {
-	case opts.Client == nil:
-		return nil, errors.New("capture agent: no Kubernetes client")
+	case opts.Client == nil && opts.Static == nil:
+		return nil, errors.New("capture agent: no Kubernetes client (or static pods)")
 	case opts.NodeName == "":
 		return nil, errors.New("capture agent: node name is empty (set --node-name, usually from spec.nodeName)")
 	case opts.Datapath == nil || opts.Veths == nil || opts.Uplink == nil:
@@ -155,6 +160,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.ran.CompareAndSwap(false, true) {
 		return errors.New("capture agent: Run called twice")
 	}
+	if a.opts.Static != nil {
+		return a.runStatic(ctx)
+	}
 	podFactory := informers.NewSharedInformerFactoryWithOptions(a.opts.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.opts.NodeName).String()
@@ -170,9 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.pods, a.namespaces = podInf.Lister(), nsInf.Lister()
 
-	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, a.opts.Resync),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "capture-agent"})
+	queue := newQueue(a.opts.Resync)
 	change := func() { queue.Add(keyChange) }
 	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { change() },
@@ -189,8 +195,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("capture agent: namespace informer: %w", err)
 	}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	defer podFactory.Shutdown()
 	defer nsFactory.Shutdown()
 	defer queue.ShutDown()
@@ -207,8 +211,31 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil // ctx done
 	}
 	a.log.Info("capture agent caches synced", zap.String("node", a.opts.NodeName))
-	queue.Add(keyResync)
+	a.loop(ctx, queue)
+	return nil
+}
 
+func newQueue(resync time.Duration) workqueue.TypedRateLimitingInterface[string] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, resync),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "capture-agent"})
+}
+
+// runStatic is Run over Options.Static: the pods never change, so the
+// reconcile runs at start (retried on failure) and on every resync.
+func (a *Agent) runStatic(ctx context.Context) error {
+	a.log.Info("capture agent running on static pods", zap.String("node", a.opts.NodeName), zap.Int("pods", len(a.opts.Static.Pods)))
+	a.loop(ctx, newQueue(a.opts.Resync))
+	return nil
+}
+
+// loop runs the reconcile worker, starting with a full reconcile and then on
+// every resync, until ctx is done; it returns once the worker has stopped.
+func (a *Agent) loop(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string]) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer queue.ShutDown()
+	queue.Add(keyResync)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -221,7 +248,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-tick.C:
 			queue.Add(keyResync)
 		}
@@ -301,8 +328,11 @@ func (a *Agent) reconcile(ctx context.Context, full bool) error {
 	return err
 }
 
-// snapshot reads the informer caches.
+// snapshot reads the informer caches (or the static pods).
 func (a *Agent) snapshot() ([]Pod, map[string]Namespace, error) {
+	if st := a.opts.Static; st != nil {
+		return st.Pods, st.Namespaces, nil
+	}
 	kpods, err := a.pods.List(labels.Everything())
 	if err != nil {
 		return nil, nil, fmt.Errorf("list pods: %w", err)

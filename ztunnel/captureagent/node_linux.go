@@ -104,6 +104,17 @@ type Node struct {
 // It runs in the node's network namespace (the DaemonSet is hostNetwork) and
 // needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN (bpffs).
 func Start(ctx context.Context, cfg Config, client kubernetes.Interface, reg prometheus.Registerer, log *zap.Logger) (*Node, error) {
+	return startNode(ctx, cfg, Options{Client: client}, reg, log)
+}
+
+// StartStatic is Start for a node without Kubernetes: the pods are fixed
+// (ztunnel --role=capture --local-config; see [StaticFromWorkloads]).
+func StartStatic(ctx context.Context, cfg Config, pods Static, reg prometheus.Registerer, log *zap.Logger) (*Node, error) {
+	return startNode(ctx, cfg, Options{Static: &pods}, reg, log)
+}
+
+// startNode is Start with the pod source (Client or Static) in src.
+func startNode(ctx context.Context, cfg Config, src Options, reg prometheus.Registerer, log *zap.Logger) (*Node, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -120,7 +131,8 @@ func Start(ctx context.Context, cfg Config, client kubernetes.Interface, reg pro
 		return nil, fmt.Errorf("capture agent: %w", err)
 	}
 	agent, err := New(Options{
-		Client:    client,
+		Client:    src.Client,
+		Static:    src.Static,
 		NodeName:  cfg.NodeName,
 		Datapath:  objs,
 		Veths:     RouteVeths{},

@@ -37,6 +37,8 @@ type Config struct {
 	ClusterID    string
 	LocalConfig  string // static workloads/services/policies instead of xDS
 	CA           string // "istiod" or "local"
+	CACertFile   string // with CA "local": sign with this CA (PEM) instead of a new one
+	CAKeyFile    string // its key (PEM)
 	Capture      bool   // register listeners in the capture sockmap
 	OutboundAddr string
 	InboundAddr  string
@@ -46,6 +48,9 @@ type Config struct {
 	ReadyAddr    string
 	DrainTimeout time.Duration
 	CertTTL      time.Duration
+	// PreserveSourceIP: connections to local pods from clients on other
+	// nodes keep the client's pod IP as source (needs Capture).
+	PreserveSourceIP bool
 
 	// Capture role.
 	CaptureResync   time.Duration
@@ -67,6 +72,7 @@ Examples:
   ztunnel --role=proxy --xds-address=istiod-lite.istio-system.svc:15012 --node=$NODE_NAME
   ztunnel --role=capture --node=$NODE_NAME
   ztunnel --role=proxy --local-config=local.yaml --ca=local --capture=false   # no Kubernetes
+  ztunnel --role=capture --local-config=local.yaml --node=node-a              # capture without Kubernetes
 
 Flags:
 `
@@ -100,8 +106,10 @@ func Parse(args []string, env func(string) string, out io.Writer) (Config, error
 	fs.StringVar(&c.TokenFile, "token-file", "/var/run/secrets/tokens/istio-token", "projected ServiceAccount token (audience istio-ca)")
 	fs.StringVar(&c.RootCertFile, "root-cert", "/var/run/secrets/istio/root-cert.pem", "mesh root certificate, to verify istiod-lite on 15012")
 	fs.StringVar(&c.ClusterID, "cluster-id", "Kubernetes", "cluster ID sent to the CA")
-	fs.StringVar(&c.LocalConfig, "local-config", "", "static config file (workloads, services, policies) instead of xDS")
+	fs.StringVar(&c.LocalConfig, "local-config", "", "static config file (workloads, services, policies) instead of xDS; capture role: enroll this node's HBONE workloads from it instead of watching Kubernetes")
 	fs.StringVar(&c.CA, "ca", "istiod", "istiod (certificates from --ca-address) or local (a self-signed CA in memory)")
+	fs.StringVar(&c.CACertFile, "ca-cert", "", "with --ca=local: the local CA's self-signed root certificate (PEM), so several ztunnels share one trust; default: a new CA per process")
+	fs.StringVar(&c.CAKeyFile, "ca-key", "", "with --ca=local: the key of --ca-cert (PEM)")
 	fs.BoolVar(&c.Capture, "capture", true, "register the listeners with the eBPF capture of the capture role")
 	fs.StringVar(&c.OutboundAddr, "outbound-addr", "0.0.0.0:15001", "outbound capture listener")
 	fs.StringVar(&c.PlainAddr, "inbound-plaintext-addr", "0.0.0.0:15006", "inbound plaintext capture listener")
@@ -110,6 +118,7 @@ func Parse(args []string, env func(string) string, out io.Writer) (Config, error
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "0.0.0.0:15020", "Prometheus metrics")
 	fs.StringVar(&c.ReadyAddr, "ready-addr", "0.0.0.0:15021", "readiness (/healthz/ready)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long open connections may finish after SIGTERM")
+	fs.BoolVar(&c.PreserveSourceIP, "preserve-source-ip", true, "connect to local pods from the client's pod IP when the client is on another node (IP_TRANSPARENT; only with --capture)")
 	fs.DurationVar(&c.CertTTL, "cert-ttl", 0, "requested workload certificate lifetime (0: the CA's default, 24h)")
 
 	fs.DurationVar(&c.CaptureResync, "capture-resync", 30*time.Second, "capture role: period of the full reconcile")
@@ -146,6 +155,12 @@ func (c Config) Validate() error {
 		}
 		if c.CA != "istiod" && c.CA != "local" {
 			errs = append(errs, fmt.Errorf("--ca=%q: want istiod or local", c.CA))
+		}
+		if (c.CACertFile == "") != (c.CAKeyFile == "") {
+			errs = append(errs, errors.New("--ca-cert and --ca-key go together"))
+		}
+		if c.CACertFile != "" && c.CA != "local" {
+			errs = append(errs, errors.New("--ca-cert/--ca-key need --ca=local"))
 		}
 	case RoleCapture:
 		if c.Node == "" && !c.Uninstall {

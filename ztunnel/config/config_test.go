@@ -26,6 +26,14 @@ func TestParse(t *testing.T) {
 		{name: "bad role", args: []string{"--role=sidecar"}, wantErr: `--role="sidecar"`},
 		{name: "bad ca", args: []string{"--ca=vault"}, wantErr: "--ca="},
 		{name: "bad node ip", args: []string{"--node-ip=x"}, wantErr: "--node-ip"},
+		{name: "ca cert without key", args: []string{"--ca=local", "--ca-cert=ca.pem"}, wantErr: "go together"},
+		{name: "ca files need local ca", args: []string{"--ca-cert=ca.pem", "--ca-key=ca.key"}, wantErr: "need --ca=local"},
+		{name: "shared local ca", args: []string{"--ca=local", "--ca-cert=ca.pem", "--ca-key=ca.key", "--local-config=l.yaml"},
+			check: func(t *testing.T, c Config) {
+				if c.CACertFile != "ca.pem" || c.CAKeyFile != "ca.key" {
+					t.Errorf("config %+v", c)
+				}
+			}},
 		{name: "stray args", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "explicit ca address", args: []string{"--xds-address=a:15010", "--ca-address=b:15012"},
 			check: func(t *testing.T, c Config) {

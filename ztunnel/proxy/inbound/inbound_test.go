@@ -262,3 +262,77 @@ func TestTransparentDialer(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestKeepSource(t *testing.T) {
+	hostNet := fixture.Workload("hostnet", "a", "agent", "A", "192.168.0.1")
+	hostNet.GetWorkload().NetworkMode = workloadapi.NetworkMode_HOST_NETWORK
+	snap := fixture.Store(t, append(mesh(),
+		fixture.Workload("plain-remote", "a", "plain", "A", "10.0.1.2", fixture.NotHBONE),
+		fixture.Workload("nodeless", "a", "x", "", "10.0.1.3"),
+		hostNet,
+	)).Snapshot()
+	tests := []struct {
+		name  string
+		local route.Local
+		src   string // "" for no address
+		want  bool
+	}{
+		{name: "client on another node", local: route.Local{Node: "B"}, src: "10.0.1.1", want: true},
+		{name: "IPv4-mapped", local: route.Local{Node: "B"}, src: "::ffff:10.0.1.1", want: true},
+		{name: "non-mesh client on another node (plaintext inbound)", local: route.Local{Node: "B"}, src: "10.0.1.2", want: true},
+		{name: "client on this node", local: route.Local{Node: "B"}, src: "10.0.2.1", want: false},
+		{name: "unknown address (untrusted forwarded-for: peer node IP)", local: route.Local{Node: "B"}, src: "10.9.9.9", want: false},
+		{name: "host-network workload", local: route.Local{Node: "B"}, src: "192.168.0.1", want: false},
+		{name: "workload without a node", local: route.Local{Node: "B"}, src: "10.0.1.3", want: false},
+		{name: "no address", local: route.Local{Node: "B"}, want: false},
+		{name: "no local node name", local: route.Local{}, src: "10.0.1.1", want: false},
+		{name: "other network", local: route.Local{Node: "B", Network: "net2"}, src: "10.0.1.1", want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var src netip.Addr
+			if tt.src != "" {
+				src = netip.MustParseAddr(tt.src)
+			}
+			if got := KeepSource(snap, tt.local, src); got != tt.want {
+				t.Fatalf("KeepSource(%s) = %v, want %v", tt.src, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSourceKeepingDial: the keeping dialer is used only when KeepSource
+// says so; otherwise the plain dial reaches the pod.
+func TestSourceKeepingDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var kept []netip.Addr
+	keep := func(ctx context.Context, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+		kept = append(kept, src)
+		return PlainDial(ctx, src, dst)
+	}
+	dial := SourceKeepingDial(fixture.Store(t, mesh()), route.Local{Node: "B"}, keep)
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	for _, src := range []string{"10.0.1.1", "10.0.2.1", "10.9.9.9"} {
+		c, err := dial(context.Background(), netip.MustParseAddr(src), dst)
+		if err != nil {
+			t.Fatalf("dial for %s: %v", src, err)
+		}
+		c.Close()
+	}
+	if len(kept) != 1 || kept[0] != netip.MustParseAddr("10.0.1.1") {
+		t.Fatalf("source kept for %v, want only the other node's client 10.0.1.1", kept)
+	}
+}
