@@ -1,11 +1,16 @@
 package framework
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -120,4 +125,37 @@ func (t *T) WaitProxiesInSync(timeout time.Duration) []ProxyStatus {
 		return nil
 	})
 	return rows
+}
+
+// ContainerPID finds the process of pod's container running binary (local
+// cluster only: containers are processes of this machine, and the node agent
+// sets HOSTNAME to the pod's name). It returns 0 when none runs, e.g. while
+// the node agent restarts the container.
+func (t *T) ContainerPID(pod *corev1.Pod, binary string) int {
+	t.Helper()
+	if t.StateDir == "" {
+		t.Skip("finding a container's process needs the local cluster")
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		argv0, _, _ := bytes.Cut(cmd, []byte{0})
+		if filepath.Base(string(argv0)) != binary {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if string(kv) == "HOSTNAME="+pod.Name {
+				pid, _ := strconv.Atoi(filepath.Base(d))
+				return pid
+			}
+		}
+	}
+	return 0
 }

@@ -68,6 +68,7 @@ func (c Conn) values() []string {
 // Metrics holds ztunnel's counters.
 type Metrics struct {
 	opened, closed, sent, received *prometheus.CounterVec
+	connectRetries                 prometheus.Counter
 }
 
 // New registers the TCP metrics on reg.
@@ -77,13 +78,23 @@ func New(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(c)
 		return c
 	}
+	retries := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ztunnel_connect_retries_total",
+		Help: "Outbound connections retried on another endpoint after the first could not be reached",
+	})
+	reg.MustRegister(retries)
 	return &Metrics{
-		opened:   mk("istio_tcp_connections_opened_total", "The total number of TCP connections opened"),
-		closed:   mk("istio_tcp_connections_closed_total", "The total number of TCP connections closed"),
-		sent:     mk("istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection"),
-		received: mk("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection"),
+		connectRetries: retries,
+		opened:         mk("istio_tcp_connections_opened_total", "The total number of TCP connections opened"),
+		closed:         mk("istio_tcp_connections_closed_total", "The total number of TCP connections closed"),
+		sent:           mk("istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection"),
+		received:       mk("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection"),
 	}
 }
+
+// ConnectRetry counts one outbound connection attempt moved to another
+// endpoint after a failure to connect.
+func (m *Metrics) ConnectRetry() { m.connectRetries.Inc() }
 
 // ConnRecorder tracks one connection's metrics: opened now, bytes as they flow,
 // closed once.

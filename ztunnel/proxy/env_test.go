@@ -138,6 +138,7 @@ type env struct {
 	greetDone            chan int64          // bytes the greeter read
 	echoErr              chan error          // how echo connections ended (nil: EOF)
 	echoLns              []net.Listener
+	hboneLns             []net.Listener // node B's HBONE listeners: server, server2, guarded, waypoint
 	wg                   sync.WaitGroup
 }
 
@@ -261,7 +262,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.echoLns = append(append(append(append(echoLns, greetLns...), plainLns...), sinkLns...), abortLns...)
 
 	hboneLns, hbonePort := listenSame(t, serverIP, server2IP, guardedIP, waypointIP)
-	e.hbonePort = hbonePort
+	e.hbonePort, e.hboneLns = hbonePort, hboneLns
 
 	// Capture: one listener per original destination the tests use.
 	outLns := []net.Listener{}

@@ -239,6 +239,35 @@ func TestServiceVIPReachesEveryEndpoint(t *testing.T) {
 	}
 }
 
+// TestServiceVIPRetriesUnreachableEndpoint: one endpoint of the service
+// cannot be reached (its HBONE listener is gone, as a replica that just
+// died); every connection still succeeds, on the other endpoint, because
+// nothing of the client's was sent before the failed attempt.
+func TestServiceVIPRetriesUnreachableEndpoint(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	if err := e.hboneLns[1].Close(); err != nil { // server2
+		t.Fatal(err)
+	}
+	const n = 16
+	for range n {
+		c := e.dial(t, e.outboundLn, clientIP, netip.AddrPortFrom(vip, 80))
+		if got, err := roundTrip(c, []byte("svc")); err != nil || string(got) != "svc" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+		c.Close()
+		e.b.logs.next(t)
+		line := e.a.logs.next(t)
+		if got := netip.MustParseAddrPort(line["dst.hbone_addr"].(string)).Addr(); got != serverIP {
+			t.Errorf("connection went to %s, want the reachable %s: %v", got, serverIP, line)
+		}
+		<-e.echoSeen
+	}
+	retries := counter(t, e.a.reg, "ztunnel_connect_retries_total", nil)
+	if retries == 0 || retries >= n {
+		t.Errorf("connect retries = %v, want some (the random pick lands on server2 about half the time) and < %d", retries, n)
+	}
+}
+
 func TestWaypointBypassRefused(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.expectRefused(t, e.outboundLn, clientIP, netip.AddrPortFrom(guardedIP, e.echoPort))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 
 	"istio.io/istio/pkg/workloadapi"
 
@@ -96,6 +97,10 @@ type Options struct {
 	Rand Rand
 	// HBONEPort is the port of destination ztunnels (default 15008).
 	HBONEPort uint16
+	// Avoid lists endpoint addresses a connection attempt to just failed:
+	// an endpoint with one of them is picked only when no other is usable,
+	// so the caller's retry goes to another replica.
+	Avoid []netip.Addr
 }
 
 type globalRand struct{}
@@ -327,6 +332,18 @@ func (r *router) pickEndpoint(svc *state.Service, svcPort uint16, waypointMode b
 	}
 
 	eps := r.snap.EndpointsOf(svc)
+	if len(r.opts.Avoid) > 0 {
+		preferred := usable
+		usable = func(ep state.Endpoint) (uint16, bool) {
+			if r.avoided(ep.Workload) {
+				return 0, false
+			}
+			return preferred(ep)
+		}
+		if !anyUsable(eps, usable) {
+			usable = preferred // every usable endpoint failed: try them again
+		}
+	}
 	best, total := -1, 0
 	for _, ep := range eps {
 		if _, ok := usable(ep); !ok {
@@ -358,6 +375,25 @@ func (r *router) pickEndpoint(svc *state.Service, svcPort uint16, waypointMode b
 		n -= int(ep.Workload.Capacity)
 	}
 	panic("route: weighted pick out of range") // total counted the same set
+}
+
+// avoided reports whether one of w's addresses is in opts.Avoid.
+func (r *router) avoided(w *state.Workload) bool {
+	for _, a := range w.Addrs {
+		if slices.Contains(r.opts.Avoid, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyUsable(eps []state.Endpoint, usable func(state.Endpoint) (uint16, bool)) bool {
+	for _, ep := range eps {
+		if _, ok := usable(ep); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultPrefs is empty: without a load-balancing mode every endpoint ranks

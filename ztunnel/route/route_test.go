@@ -276,3 +276,36 @@ func uidOf(w *state.Workload) string {
 	}
 	return w.UID
 }
+
+// TestRouteAvoid: an endpoint a connection just failed to reach is not
+// picked again while another is usable, and is when it is the only one.
+func TestRouteAvoid(t *testing.T) {
+	snap := fixture(t)
+	sleep := snap.WorkloadByUID("sleep")
+	addr := netip.MustParseAddr
+	tests := []struct {
+		name  string
+		dst   string
+		avoid []netip.Addr
+		rand  []int
+		want  string // DstWorkload uid
+	}{
+		{name: "no avoid: the pick", dst: "10.96.0.41:80", rand: []int{0}, want: "pair-1"},
+		{name: "first avoided: the other whatever the pick", dst: "10.96.0.41:80", avoid: []netip.Addr{addr("10.0.2.7")}, rand: []int{0}, want: "pair-2"},
+		{name: "second avoided", dst: "10.96.0.41:80", avoid: []netip.Addr{addr("10.0.2.8")}, rand: []int{0}, want: "pair-1"},
+		{name: "both avoided: back to the pick", dst: "10.96.0.41:80", avoid: []netip.Addr{addr("10.0.2.7"), addr("10.0.2.8")}, rand: []int{1}, want: "pair-2"},
+		{name: "unrelated address avoided", dst: "10.96.0.41:80", avoid: []netip.Addr{addr("10.9.9.9")}, rand: []int{1}, want: "pair-2"},
+		{name: "a workload IP has no alternative", dst: "10.0.2.2:8080", avoid: []netip.Addr{addr("10.0.2.2")}, want: "echo-b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := Route(snap, sleep, ap(tt.dst), Options{Rand: &seqRand{vals: tt.rand}, Avoid: tt.avoid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.DstWorkload == nil || d.DstWorkload.UID != tt.want {
+				t.Errorf("DstWorkload = %v, want %s", d.DstWorkload, tt.want)
+			}
+		})
+	}
+}

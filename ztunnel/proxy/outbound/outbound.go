@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -127,6 +128,26 @@ func (l *lockedRand) IntN(n int) int {
 	return l.r.IntN(n)
 }
 
+// MaxConnectAttempts bounds the HBONE connection attempts for one client
+// connection: after a failure to connect (nothing of the client's sent
+// yet), the next attempt goes to another endpoint when there is one.
+const MaxConnectAttempts = 3
+
+// ConnectRetryable reports whether an HBONE dial error may be retried on
+// another endpoint. Every Dial error comes before anything of the client's
+// was sent (the relay starts after the peer's 200); these are the ones a
+// replica that just died or is going away causes: unreachable, hung up
+// during the TLS handshake, a pooled connection closed or the stream reset
+// before the answer. Identity and certificate errors and refusals by a
+// live peer (401, 503) are not retried.
+func ConnectRetryable(err error) bool {
+	var de *hbone.DialError
+	if errors.As(err, &de) {
+		return de.Op == "dial" || de.Op == "tls"
+	}
+	return errors.Is(err, hbone.ErrConnClosed) || errors.Is(err, hbone.ErrStreamReset)
+}
+
 // Plan is the outbound decision for one connection.
 type Plan struct {
 	// Src is the source workload.
@@ -163,7 +184,8 @@ func (s *Server) Handle(ctx context.Context, c net.Conn) {
 		s.refuse(c, info, ReasonNoOriginalDst, fmt.Errorf("original destination: %w", err))
 		return
 	}
-	p, err := Decide(s.cfg.Store.Snapshot(), s.cfg.Local, src.Addr(), info.Dst, s.cfg.RouteOptions)
+	snap := s.cfg.Store.Snapshot()
+	p, err := Decide(snap, s.cfg.Local, src.Addr(), info.Dst, s.cfg.RouteOptions)
 	if p.Src != nil {
 		info.SrcWorkload, info.SrcIdentity = p.Src.Name, conntrack.Identity(p.Src.Identity)
 	}
@@ -175,37 +197,57 @@ func (s *Server) Handle(ctx context.Context, c net.Conn) {
 		s.refuse(c, info, reason, err)
 		return
 	}
-	info.DstWorkload = conntrack.Name(p.DstWorkload)
-	info.DstIdentity = conntrack.Identity(p.ExpectedIdentity)
-	if p.DstService != nil {
-		info.Service = p.DstService.Hostname
-	}
 
 	var up net.Conn
 	security := "mutual_tls"
-	switch p.Kind {
-	case route.Direct, route.ViaWaypoint:
-		info.Via = p.HBONEAddr
-		req := hbone.DialRequest{
-			Source: p.Src.Identity,
-			Peer:   p.HBONEAddr,
-			Target: hbone.Target{Authority: p.Target, ForwardedFor: src.Addr()},
+	var avoid []netip.Addr
+	for attempt := 1; ; attempt++ {
+		info.DstWorkload = conntrack.Name(p.DstWorkload)
+		info.DstIdentity = conntrack.Identity(p.ExpectedIdentity)
+		if p.DstService != nil {
+			info.Service = p.DstService.Hostname
 		}
-		if !p.ExpectedIdentity.IsZero() {
-			req.ExpectedPeers = []spiffe.Identity{p.ExpectedIdentity}
+		switch p.Kind {
+		case route.Direct, route.ViaWaypoint:
+			info.Via = p.HBONEAddr
+			req := hbone.DialRequest{
+				Source: p.Src.Identity,
+				Peer:   p.HBONEAddr,
+				Target: hbone.Target{Authority: p.Target, ForwardedFor: src.Addr()},
+			}
+			if !p.ExpectedIdentity.IsZero() {
+				req.ExpectedPeers = []spiffe.Identity{p.ExpectedIdentity}
+			}
+			var st *hbone.Stream
+			st, err = s.cfg.Client.Dial(ctx, req)
+			if err == nil {
+				up = st
+			}
+		case route.Passthrough:
+			security = "unknown"
+			info.DstIdentity = ""
+			up, err = s.cfg.Dial(ctx, "tcp", p.Target.String())
+		default:
+			s.refuse(c, info, ReasonDenied, fmt.Errorf("%s: %s", p.Kind, p.Reason))
+			return
 		}
-		var st *hbone.Stream
-		st, err = s.cfg.Client.Dial(ctx, req)
-		if err == nil {
-			up = st
+		if err == nil || attempt >= MaxConnectAttempts || p.Kind == route.Passthrough || !ConnectRetryable(err) {
+			break
 		}
-	case route.Passthrough:
-		security = "unknown"
-		info.DstIdentity = ""
-		up, err = s.cfg.Dial(ctx, "tcp", p.Target.String())
-	default:
-		s.refuse(c, info, ReasonDenied, fmt.Errorf("%s: %s", p.Kind, p.Reason))
-		return
+		// Nothing of the client's was sent: another replica may take it.
+		avoid = append(avoid, p.HBONEAddr.Addr())
+		opts := s.cfg.RouteOptions
+		opts.Avoid = avoid
+		next, derr := Decide(snap, s.cfg.Local, src.Addr(), info.Dst, opts)
+		if derr != nil || next.Kind != p.Kind || slices.Contains(avoid, next.HBONEAddr.Addr()) {
+			break // no other replica
+		}
+		s.cfg.Logger.Debug("connect failed, trying another endpoint", zap.Stringer("failed", p.HBONEAddr),
+			zap.Stringer("next", next.HBONEAddr), zap.Error(err))
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.ConnectRetry()
+		}
+		p = next
 	}
 	if err != nil {
 		// hbone's *DialError and *StatusError carry the likely cause.

@@ -1,13 +1,18 @@
 package outbound
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"istio.io/istio/pkg/workloadapi"
 
+	"github.com/ambient-mesh/ambient/pkg/hbone"
 	"github.com/ambient-mesh/ambient/pkg/spiffe"
 	"github.com/ambient-mesh/ambient/ztunnel/proxy/internal/fixture"
 	"github.com/ambient-mesh/ambient/ztunnel/route"
@@ -88,5 +93,27 @@ func TestLockedRandDelegates(t *testing.T) {
 	l := &lockedRand{r: &seqRand{}}
 	if a, b := l.IntN(2), l.IntN(2); a == b {
 		t.Fatalf("lockedRand did not use the wrapped source: %d %d", a, b)
+	}
+}
+
+func TestConnectRetryable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&hbone.DialError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+		{fmt.Errorf("wrapped: %w", &hbone.DialError{Op: "tls", Err: io.EOF}), true},
+		{&hbone.DialError{Op: "identity", Err: errors.New("peer is not the expected identity")}, false},
+		{&hbone.DialError{Op: "cert", Err: hbone.ErrCertExpired}, false},
+		{&hbone.StatusError{Status: 401}, false},
+		{fmt.Errorf("%w: %w", hbone.ErrConnClosed, io.ErrUnexpectedEOF), true},
+		{hbone.ErrStreamReset, true},
+		{hbone.ErrDenied, false},
+		{context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := ConnectRetryable(tt.err); got != tt.want {
+			t.Errorf("ConnectRetryable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
