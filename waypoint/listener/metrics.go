@@ -3,6 +3,7 @@ package listener
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,6 +16,17 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	reqBytes  *prometheus.HistogramVec
 	respBytes *prometheus.HistogramVec
+
+	// series caches the four children of each label set: resolving them
+	// (formatting the values, hashing them, four map lookups) cost more
+	// than the observations. Series are never deleted from the vectors.
+	series sync.Map // RequestLabels → *requestSeries
+}
+
+// requestSeries are the metrics of one label set.
+type requestSeries struct {
+	requests                      prometheus.Counter
+	duration, reqBytes, respBytes prometheus.Observer
 }
 
 // Labels of the request metrics, Istio's names.
@@ -119,9 +131,19 @@ func (m *Metrics) observe(l RequestLabels, ms float64, reqBytes, respBytes int64
 	if m == nil {
 		return
 	}
-	v := l.Values()
-	m.requests.WithLabelValues(v...).Inc()
-	m.duration.WithLabelValues(v...).Observe(ms)
-	m.reqBytes.WithLabelValues(v...).Observe(float64(reqBytes))
-	m.respBytes.WithLabelValues(v...).Observe(float64(respBytes))
+	s, ok := m.series.Load(l)
+	if !ok {
+		v := l.Values()
+		s, _ = m.series.LoadOrStore(l, &requestSeries{
+			requests:  m.requests.WithLabelValues(v...),
+			duration:  m.duration.WithLabelValues(v...),
+			reqBytes:  m.reqBytes.WithLabelValues(v...),
+			respBytes: m.respBytes.WithLabelValues(v...),
+		})
+	}
+	rs := s.(*requestSeries)
+	rs.requests.Inc()
+	rs.duration.Observe(ms)
+	rs.reqBytes.Observe(float64(reqBytes))
+	rs.respBytes.Observe(float64(respBytes))
 }

@@ -41,8 +41,22 @@ type Client struct {
 	cfg Config
 
 	mu     sync.Mutex
-	pools  map[poolKey]http.RoundTripper
+	pools  map[poolKey]*pool
 	closed bool
+}
+
+// pool holds the connections to one endpoint: bodiless replayable HTTP/1.1
+// requests go through direct (see h1Pool), everything else through tr.
+type pool struct {
+	tr     http.RoundTripper
+	direct *h1Pool // nil for HTTP/2
+}
+
+func (p *pool) closeIdle() {
+	closeIdle(p.tr)
+	if p.direct != nil {
+		p.direct.Close()
+	}
 }
 
 type poolKey struct {
@@ -75,7 +89,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.IdleConnTimeout <= 0 {
 		cfg.IdleConnTimeout = 90 * time.Second
 	}
-	return &Client{cfg: cfg, pools: map[poolKey]http.RoundTripper{}}, nil
+	return &Client{cfg: cfg, pools: map[poolKey]*pool{}}, nil
 }
 
 type fwdKey struct{}
@@ -101,22 +115,28 @@ func forwardedFor(ctx context.Context) netip.Addr {
 // req.URL.Host is ignored: the connection is a tunnel to ep.Destination.
 // Failures to open the tunnel are a *ConnectError.
 func (c *Client) RoundTrip(ep *state.Endpoint, h2 bool, connectTimeout time.Duration, req *http.Request) (*http.Response, error) {
-	rt, err := c.pool(ep, h2, connectTimeout)
+	p, err := c.pool(ep, h2, connectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	return rt.RoundTrip(req)
+	if p.direct != nil && h1Direct(req) {
+		if err := validHeaders(req.Header); err != nil {
+			return nil, err
+		}
+		return p.direct.RoundTrip(req)
+	}
+	return p.tr.RoundTrip(req)
 }
 
-func (c *Client) pool(ep *state.Endpoint, h2 bool, connectTimeout time.Duration) (http.RoundTripper, error) {
+func (c *Client) pool(ep *state.Endpoint, h2 bool, connectTimeout time.Duration) (*pool, error) {
 	k := poolKey{tunnel: ep.Tunnel, dest: ep.Destination, id: ep.Identity, h2: h2}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, errors.New("upstream client closed")
 	}
-	if rt, ok := c.pools[k]; ok {
-		return rt, nil
+	if p, ok := c.pools[k]; ok {
+		return p, nil
 	}
 	dial := c.dialer(k, connectTimeout)
 	tr := &http.Transport{
@@ -132,9 +152,13 @@ func (c *Client) pool(ep *state.Endpoint, h2 bool, connectTimeout time.Duration)
 		tr.Protocols = &p
 		tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
 	}
-	var rt http.RoundTripper = tr
-	c.pools[k] = rt
-	return rt, nil
+	p := &pool{tr: tr}
+	if !h2 {
+		p.direct = newH1Pool(func(ctx context.Context) (net.Conn, error) { return dial(ctx, "", "") },
+			c.cfg.MaxIdleConnsPerEndpoint, c.cfg.IdleConnTimeout)
+	}
+	c.pools[k] = p
+	return p, nil
 }
 
 func (c *Client) dialer(k poolKey, timeout time.Duration) func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -166,9 +190,9 @@ func (c *Client) dialer(k poolKey, timeout time.Duration) func(ctx context.Conte
 func (c *Client) Retain(keep func(tunnel, dest netip.AddrPort) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, rt := range c.pools {
+	for k, p := range c.pools {
 		if !keep(k.tunnel, k.dest) {
-			closeIdle(rt)
+			p.closeIdle()
 			delete(c.pools, k)
 		}
 	}
@@ -192,8 +216,8 @@ func (c *Client) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	for k, rt := range c.pools {
-		closeIdle(rt)
+	for k, p := range c.pools {
+		p.closeIdle()
 		delete(c.pools, k)
 	}
 }
