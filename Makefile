@@ -37,6 +37,10 @@ build: ## Build the project's binaries into _output/bin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
+.PHONY: images
+images: build ## OCI image tarballs of ztunnel, waypoint, istiod-lite, ambientctl in _output/images (no Docker; IMAGE_HUB=ambient IMAGE_TAG=dev)
+	$(GO) run ./hack/images --bin-dir $(BIN) --out $(CURDIR)/_output/images --hub $(or $(IMAGE_HUB),ambient) --tag $(or $(IMAGE_TAG),dev)
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -61,6 +65,17 @@ test-e2e: build ## End-to-end tests against the local cluster (brought up once, 
 	if [ $$was_up = 0 ]; then $(BIN)/localcluster down $(LC_FLAGS); fi; \
 	exit $$rc
 
+.PHONY: test-long
+test-long: build ## Long tests, not in `make test`: 10k tunneled connections (ztunnel/proxy) and the soak on the local cluster (AMBIENT_SOAK_DURATION=10m)
+	$(GO) test -count=1 -tags long -timeout 10m -run 'TestLong' -v ./ztunnel/proxy/
+	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster down $(LC_FLAGS) >/dev/null 2>&1 || true; $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
+	rc=0; \
+	$(CP_BIN)/kubectl --kubeconfig $(STATE)/kubeconfig apply --server-side -f charts/base/crds >/dev/null || rc=$$?; \
+	$(GO) test -count=1 -tags e2e,long -timeout 90m -v ./e2e/soak/ $(E2E_FLAGS) || rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "soak failed; cluster logs:"; tail -n 20 $(STATE)/logs/*.log || true; fi; \
+	if [ $$was_up = 0 ]; then $(BIN)/localcluster down $(LC_FLAGS); fi; \
+	exit $$rc
+
 .PHONY: generate
 generate: ## Regenerate committed generated files (needs clang: installed by hack/deps.sh generate)
 	@bash hack/deps.sh generate
@@ -70,10 +85,31 @@ generate: ## Regenerate committed generated files (needs clang: installed by hac
 check-generate: generate ## Fail if generated files are not current
 	@git diff --exit-code -- . || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
+FUZZTIME  ?= 5s
+.PHONY: fuzz-smoke
+fuzz-smoke: ## Run every fuzz target (func Fuzz* in *_test.go) for FUZZTIME (5s) each; their seed corpora already run in test-unit
+	@for f in $$(git ls-files -co --exclude-standard '*_test.go' | xargs grep -l '^func Fuzz'); do \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "== $$t ./$$(dirname $$f)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./$$(dirname $$f) || exit 1; \
+		done; \
+	done
+
 .PHONY: bench
-bench: ## Go benchmarks and hack/bench scripts (installs stunnel4, nginx, wrk, iperf3)
+bench: ## Go benchmarks and hack/bench scripts (installs stunnel4, nginx, wrk, iperf3); netns comparisons: make bench-l4
 	@bash hack/deps.sh bench
 	bash hack/bench/ratios.sh
+	@echo "netns benchmark against stunnel (root, ~2 min): make bench-l4"
+
+.PHONY: bench-l4
+bench-l4: ## L4 netns benchmark, as root: direct vs stunnel mTLS vs ztunnel HBONE with eBPF capture (~2 min, hack/bench/l4)
+	@bash hack/deps.sh test bench
+	bash hack/bench/l4/run.sh
+
+.PHONY: bench-l7
+bench-l7: ## L7 netns benchmark, as root: direct vs nginx reverse proxy vs ztunnel→waypoint→ztunnel, HTTP/1.1 (~2 min, hack/bench/l7)
+	@bash hack/deps.sh test bench
+	bash hack/bench/l7/run.sh
 
 .PHONY: cluster-up
 cluster-up: deps controlplane build ## Bring up the local cluster (NODES=2)

@@ -2,7 +2,7 @@
 # Install the Debian packages a target needs, once and quietly when all is there.
 #   hack/deps.sh test      packages the local cluster and the tests need (kube-proxy's nft, conntrack)
 #   hack/deps.sh generate  clang/llvm/libbpf-dev for rebuilding the eBPF objects
-#   hack/deps.sh bench     stunnel4, nginx, wrk, iperf3 for the benchmark baselines
+#   hack/deps.sh bench     stunnel4, nginx, wrk, iperf3 for the benchmark baselines, jq for hack/bench/l4
 # Nothing is ever installed by hand: every machine gets what it needs from here.
 set -euo pipefail
 want=()
@@ -32,6 +32,7 @@ for set in "${@:-test}"; do
       need nginx nginx
       need wrk wrk
       need iperf3 iperf3
+      need jq jq
       ;;
     *) echo "deps.sh: unknown set '$set' (want test, generate or bench)" >&2; exit 2 ;;
   esac
