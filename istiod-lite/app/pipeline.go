@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/ambient-mesh/ambient/istiod-lite/model"
 	"github.com/ambient-mesh/ambient/istiod-lite/status"
 	"github.com/ambient-mesh/ambient/istiod-lite/waypointctl"
+	"github.com/ambient-mesh/ambient/istiod-lite/waypointxds"
 	"github.com/ambient-mesh/ambient/istiod-lite/xds"
 )
 
@@ -138,6 +140,15 @@ func (p *pipeline) rebuild() (err error) {
 			zap.String("kind", c.Object.Kind), zap.String("namespace", c.Object.Namespace), zap.String("name", c.Object.Name),
 			zap.String("condition", c.Type), zap.String("reason", c.Reason), zap.String("message", c.Message))
 	}
+	var prevWP []waypointxds.Condition
+	if prev != nil {
+		prevWP = prev.Waypoint.Conditions
+	}
+	for _, c := range newWaypointRejections(prevWP, wp.Conditions) {
+		p.log.Warn("object not accepted by the waypoint as written",
+			zap.String("kind", c.Kind), zap.String("namespace", c.Namespace), zap.String("name", c.Name),
+			zap.String("condition", c.Type), zap.String("reason", c.Reason), zap.String("message", c.Message))
+	}
 	p.state.Store(&State{
 		Version: p.version, Built: start, Model: snap, Waypoint: wp,
 		Status: status.FromConditions(snap.Conditions, wp.Conditions, waypointctl.ControllerName),
@@ -250,6 +261,29 @@ func newRejections(prev, next []model.Condition) []model.Condition {
 	var out []model.Condition
 	for _, c := range next {
 		if !c.Status && !seen[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// newWaypointRejections is newRejections for the waypoint translation's
+// conditions (HTTPRoute, GRPCRoute, AuthorizationPolicy at a waypoint).
+func newWaypointRejections(prev, next []waypointxds.Condition) []waypointxds.Condition {
+	key := func(c waypointxds.Condition) string {
+		parent := ""
+		if c.ParentRef != nil {
+			parent = string(c.ParentRef.Name)
+		}
+		return strings.Join([]string{c.Kind, c.Namespace, c.Name, parent, c.Type, c.Reason, c.Message}, "\x00")
+	}
+	seen := make(map[string]bool, len(prev))
+	for _, c := range prev {
+		seen[key(c)] = true
+	}
+	var out []waypointxds.Condition
+	for _, c := range next {
+		if c.Status == metav1.ConditionFalse && !seen[key(c)] {
 			out = append(out, c)
 		}
 	}

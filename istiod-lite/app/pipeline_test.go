@@ -20,8 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambient-mesh/ambient/istiod-lite/model"
+	"github.com/ambient-mesh/ambient/istiod-lite/waypointxds"
 	pkgxds "github.com/ambient-mesh/ambient/pkg/xds"
 )
 
@@ -47,6 +49,35 @@ func TestNewRejections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := newRejections(tc.prev, tc.next); len(got) != tc.want {
 				t.Errorf("newRejections = %v, want %d conditions", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewWaypointRejections(t *testing.T) {
+	parent := &gatewayv1.ParentReference{Name: "echo"}
+	bad := waypointxds.Condition{Kind: waypointxds.KindHTTPRoute, Namespace: "ns", Name: "r", ParentRef: parent,
+		Condition: metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "UnsupportedValue", Message: `rules[0].matches[0].path: invalid regex "("`}}
+	badOther := bad
+	badOther.Message = "rules[1].backendRefs[0]: not found"
+	// The same condition in a new build carries a new pointer.
+	badAgain := bad
+	badAgain.ParentRef = &gatewayv1.ParentReference{Name: "echo"}
+	good := bad
+	good.Status, good.Reason, good.Message = metav1.ConditionTrue, "Accepted", ""
+	for _, tc := range []struct {
+		name       string
+		prev, next []waypointxds.Condition
+		want       int
+	}{
+		{"first build reports every rejection", nil, []waypointxds.Condition{bad, good}, 1},
+		{"an unchanged rejection is not reported again", []waypointxds.Condition{bad}, []waypointxds.Condition{badAgain}, 0},
+		{"a changed message is reported", []waypointxds.Condition{bad}, []waypointxds.Condition{badOther}, 1},
+		{"accepted conditions are never reported", nil, []waypointxds.Condition{good}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := newWaypointRejections(tc.prev, tc.next); len(got) != tc.want {
+				t.Errorf("newWaypointRejections = %v, want %d conditions", got, tc.want)
 			}
 		})
 	}
