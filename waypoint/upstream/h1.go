@@ -152,21 +152,35 @@ func (p *h1Pool) Close() {
 }
 
 // RoundTrip sends req (h1Direct(req) must hold). A request that fails on a
-// reused connection before any answer is sent again once on a new one.
+// reused connection before any answer is sent again once, on a newly dialed
+// connection: the other idle connections to this backend most likely died
+// with the one that failed (the backend restarted), so they are dropped
+// rather than tried in turn.
 func (p *h1Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	for attempt := 0; ; attempt++ {
-		pc, reused, err := p.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		res, err := p.exchange(ctx, pc, req)
-		if err == nil {
-			return res, nil
-		}
-		if !reused || attempt > 0 || ctx.Err() != nil {
-			return nil, err
-		}
+	pc, reused, err := p.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := p.exchange(ctx, pc, req)
+	if err == nil || !reused || ctx.Err() != nil {
+		return res, err
+	}
+	p.dropIdle()
+	if pc, _, err = p.get(ctx); err != nil {
+		return nil, err
+	}
+	return p.exchange(ctx, pc, req)
+}
+
+// dropIdle closes every idle connection.
+func (p *h1Pool) dropIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
 	}
 }
 

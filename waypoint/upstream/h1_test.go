@@ -1,12 +1,14 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -287,5 +289,88 @@ func TestValidHeaders(t *testing.T) {
 	}
 	if err := validHeaders(http.Header{"Bad Name": {"v"}}); err == nil {
 		t.Error("space in a header name accepted")
+	}
+}
+
+// TestH1PoolRetriesOnFreshConnection: every idle connection to the backend
+// died (it restarted); the request is still answered, on a new connection,
+// not retried on another dead idle one.
+func TestH1PoolRetriesOnFreshConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	const first = 3
+	var mu sync.Mutex
+	var open []net.Conn
+	barrier := make(chan struct{})
+	kill := make(chan struct{})
+	accepted := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			n := accepted
+			open = append(open, c)
+			if n == first {
+				close(barrier)
+			}
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if n <= first {
+						<-barrier // answer the first ones only once all are open
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					if n <= first {
+						<-kill
+						return // the backend "restarts": its old connections close
+					}
+				}
+			}()
+		}
+	}()
+	p := newH1Pool(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}, 8, time.Minute)
+	t.Cleanup(p.Close)
+	var wg sync.WaitGroup
+	for range first {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://backend/", nil)
+			res, err := p.RoundTrip(req)
+			if err != nil {
+				t.Errorf("warm-up request: %v", err)
+				return
+			}
+			io.ReadAll(res.Body)
+			res.Body.Close()
+		})
+	}
+	wg.Wait()
+	close(kill)
+	time.Sleep(50 * time.Millisecond) // let the closes reach the client (not needed for correctness)
+	res, err := h1Get(t, t.Context(), p, "/")
+	if err != nil {
+		t.Fatalf("after the backend dropped every idle connection: %v", err)
+	}
+	if got := readAll(t, res); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if accepted != first+1 {
+		t.Errorf("%d connections, want %d (the retry dials once)", accepted, first+1)
 	}
 }
