@@ -9,10 +9,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambient-mesh/ambient/pkg/admin"
-	"github.com/ambient-mesh/ambient/pkg/kube"
+	"github.com/ambient-mesh/ambient/pkg/kube/corev1client"
+	"github.com/ambient-mesh/ambient/pkg/kube/restconfig"
 	"github.com/ambient-mesh/ambient/ztunnel/captureagent"
 	"github.com/ambient-mesh/ambient/ztunnel/config"
 	"github.com/ambient-mesh/ambient/ztunnel/state"
@@ -45,11 +45,13 @@ func runCapture(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 		}
 		node, err = captureagent.StartStatic(ctx, ccfg, captureagent.StaticFromWorkloads(addrs), reg, log.Named("capture"))
 	} else {
-		rc, kerr := kube.RESTConfig(cfg.Kubeconfig, "ztunnel-capture")
+		// Only core/v1 Pods and Namespaces: corev1client, not a generated
+		// clientset (whose scheme links every API group into ztunnel).
+		rc, kerr := restconfig.New(cfg.Kubeconfig, "ztunnel-capture")
 		if kerr != nil {
 			return kerr
 		}
-		client, kerr := kubernetes.NewForConfig(rc)
+		client, kerr := corev1client.New(rc)
 		if kerr != nil {
 			return fmt.Errorf("kubernetes client: %w", kerr)
 		}

@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -62,11 +62,22 @@ type NodeSetup interface {
 	Ensure(ctx context.Context) error
 }
 
+// Kube is the part of the Kubernetes API the agent reads: list and watch of
+// core/v1 Pods (all namespaces, narrowed by a field selector) and
+// Namespaces. *corev1client.Client implements it without linking the
+// generated clientsets; tests adapt a fake clientset.
+type Kube interface {
+	ListPods(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	WatchPods(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	ListNamespaces(ctx context.Context, opts metav1.ListOptions) (*corev1.NamespaceList, error)
+	WatchNamespaces(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
 // Options configures [New].
 type Options struct {
 	// Client watches the node's pods and all namespaces; not used (and may
 	// be nil) with Static.
-	Client kubernetes.Interface
+	Client Kube
 	// Static replaces the Kubernetes watch by a fixed set of pods and
 	// namespaces (local mode: ztunnel --local-config, no cluster).
 	Static   *Static
@@ -163,31 +174,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.Static != nil {
 		return a.runStatic(ctx)
 	}
-	podFactory := informers.NewSharedInformerFactoryWithOptions(a.opts.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.opts.NodeName).String()
-		}))
-	nsFactory := informers.NewSharedInformerFactory(a.opts.Client, 0)
-	podInf := podFactory.Core().V1().Pods()
-	nsInf := nsFactory.Core().V1().Namespaces()
-	if err := podInf.Informer().SetTransform(slimPod); err != nil {
+	podInf, nsInf := a.informers()
+	if err := podInf.SetTransform(slimPod); err != nil {
 		return fmt.Errorf("capture agent: pod informer: %w", err)
 	}
-	if err := nsInf.Informer().SetTransform(slimNamespace); err != nil {
+	if err := nsInf.SetTransform(slimNamespace); err != nil {
 		return fmt.Errorf("capture agent: namespace informer: %w", err)
 	}
-	a.pods, a.namespaces = podInf.Lister(), nsInf.Lister()
+	a.pods, a.namespaces = listersv1.NewPodLister(podInf.GetIndexer()), listersv1.NewNamespaceLister(nsInf.GetIndexer())
 
 	queue := newQueue(a.opts.Resync)
 	change := func() { queue.Add(keyChange) }
-	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { change() },
 		UpdateFunc: func(o, n any) { podChanged(o, n, change) },
 		DeleteFunc: func(any) { change() },
 	}); err != nil {
 		return fmt.Errorf("capture agent: pod informer: %w", err)
 	}
-	if _, err := nsInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { change() },
 		UpdateFunc: func(o, n any) { namespaceChanged(o, n, change) },
 		DeleteFunc: func(any) { change() },
@@ -195,11 +200,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("capture agent: namespace informer: %w", err)
 	}
 
-	defer podFactory.Shutdown()
-	defer nsFactory.Shutdown()
+	// The informers stop when ctx is done; Run waits for them so that none
+	// outlives it (as the informer factories' Shutdown did).
+	var informers sync.WaitGroup
+	defer informers.Wait()
 	defer queue.ShutDown()
-	podFactory.Start(ctx.Done())
-	nsFactory.Start(ctx.Done())
+	informers.Go(func() { podInf.RunWithContext(ctx) })
+	informers.Go(func() { nsInf.RunWithContext(ctx) })
 
 	// The uplink first: SYNs from other nodes to pods enrolled by an earlier
 	// run are captured again before the caches are warm. Errors are retried
@@ -207,12 +214,43 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.attachUplink(); err != nil {
 		a.log.Warn("uplink attach failed, will retry", zap.Error(err))
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), podInf.Informer().HasSynced, nsInf.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), podInf.HasSynced, nsInf.HasSynced) {
 		return nil // ctx done
 	}
 	a.log.Info("capture agent caches synced", zap.String("node", a.opts.NodeName))
 	a.loop(ctx, queue)
 	return nil
+}
+
+// informers are the pod informer (this node's pods, by field selector) and
+// the namespace informer, as client-go's informer factories build them for
+// Core().V1(): indexed by namespace, no resync of their own (the agent's
+// queue has one).
+func (a *Agent) informers() (pods, namespaces cache.SharedIndexInformer) {
+	node := fields.OneTermEqualSelector("spec.nodeName", a.opts.NodeName).String()
+	c := a.opts.Client
+	podLW := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = node
+			return c.ListPods(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = node
+			return c.WatchPods(ctx, o)
+		},
+	}
+	nsLW := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.ListNamespaces(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return c.WatchNamespaces(ctx, o)
+		},
+	}
+	byNamespace := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+	pods = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(podLW, c), &corev1.Pod{}, 0, byNamespace)
+	namespaces = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(nsLW, c), &corev1.Namespace{}, 0, byNamespace)
+	return pods, namespaces
 }
 
 func newQueue(resync time.Duration) workqueue.TypedRateLimitingInterface[string] {

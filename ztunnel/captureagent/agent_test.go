@@ -152,7 +152,7 @@ func start(t *testing.T, resync time.Duration, dp *fakeDatapath, veths map[netip
 	}
 	var err error
 	h.agent, err = New(Options{
-		Client: h.client, NodeName: testNode, Datapath: h.dp, Veths: h.veths, Uplink: fixedUplink(testUplink),
+		Client: clientsetKube{h.client}, NodeName: testNode, Datapath: h.dp, Veths: h.veths, Uplink: fixedUplink(testUplink),
 		Resync: resync, Logger: zaptest.NewLogger(t), Registry: h.reg,
 	})
 	if err != nil {
@@ -365,7 +365,7 @@ func TestAgentMetricsRegistered(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	ok := Options{Client: fake.NewClientset(), NodeName: "n", Datapath: newFakeDatapath(), Veths: &fakeVeths{}, Uplink: fixedUplink(1)}
+	ok := Options{Client: clientsetKube{fake.NewClientset()}, NodeName: "n", Datapath: newFakeDatapath(), Veths: &fakeVeths{}, Uplink: fixedUplink(1)}
 	for name, mutate := range map[string]func(*Options){
 		"no client":   func(o *Options) { o.Client = nil },
 		"no node":     func(o *Options) { o.NodeName = "" },

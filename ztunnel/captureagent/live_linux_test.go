@@ -88,7 +88,7 @@ func TestAgentCapturesLive(t *testing.T) {
 		pod("app", "b", testNode, ipB.String(), nil),
 	)
 	agent, err := New(Options{
-		Client:    client,
+		Client:    clientsetKube{client},
 		NodeName:  testNode,
 		Datapath:  nsDatapath{Objects: objs, ns: n.ns},
 		Veths:     RouteVeths{Handle: n.h},

@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambient-mesh/ambient/ztunnel/capture"
 )
@@ -103,7 +102,7 @@ type Node struct {
 // bpffs), installs policy routing and the notrack rule, and builds the agent.
 // It runs in the node's network namespace (the DaemonSet is hostNetwork) and
 // needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN (bpffs).
-func Start(ctx context.Context, cfg Config, client kubernetes.Interface, reg prometheus.Registerer, log *zap.Logger) (*Node, error) {
+func Start(ctx context.Context, cfg Config, client Kube, reg prometheus.Registerer, log *zap.Logger) (*Node, error) {
 	return startNode(ctx, cfg, Options{Client: client}, reg, log)
 }
 

@@ -104,7 +104,7 @@ ZT=${ZTUNNEL:-}
 LG=${LOADGEN:-}
 if [ -z "$ZT" ] || [ -z "$LG" ]; then
   log "building ztunnel and loadgen"
-  (cd "$ROOT" && go build -o "$WORK/bin/" ./ztunnel/cmd/ztunnel ./hack/bench/loadgen) || die "go build"
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$WORK/bin/" ./ztunnel/cmd/ztunnel ./hack/bench/loadgen) || die "go build"
   ZT=${ZT:-$WORK/bin/ztunnel} LG=${LG:-$WORK/bin/loadgen}
 fi
 

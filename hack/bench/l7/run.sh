@@ -56,7 +56,7 @@ elif ! command -v wrk >/dev/null; then
   echo "run.sh: neither hack/bench/loadgen nor wrk (hack/deps.sh bench)" >&2; exit 1
 fi
 mkdir -p "$BIN"
-go build -o "$BIN/" "${pkgs[@]}"
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$BIN/" "${pkgs[@]}"  # as make build
 
 # ---- topology: one bridge in ambl7-sw, every other namespace on it (10.198.0.0/24)
 ns() { ip netns exec "$P$1" nice -n "$NICE" "${@:2}"; }
