@@ -1,9 +1,11 @@
 package listener
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -79,6 +81,8 @@ type Listener struct {
 	ownUp    bool
 	balancer *upstream.Balancer
 	srv      *http.Server
+	h1       h1Set       // lean HTTP/1.1 connections
+	closing  atomic.Bool // Shutdown or Close began
 
 	conns, reqs atomic.Int64
 
@@ -186,8 +190,35 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// serveHTTP runs net/http on the tunnel and returns when it is closed.
+// serveHTTP serves the HTTP inside the tunnel until it is closed:
+// HTTP/1.1 on the lean path (serveH1), HTTP/2 with prior knowledge (gRPC
+// and h2c clients) with net/http's server.
 func (l *Listener) serveHTTP(ctx context.Context, s *hbone.Stream, t *tunnel) {
+	lr := &limitedReader{r: s, n: maxHeaderBytes + 4096}
+	br := bufio.NewReaderSize(lr, 4<<10)
+	h2, err := isHTTP2(br)
+	if err != nil {
+		s.Close()
+		return
+	}
+	if !h2 {
+		l.serveH1(ctx, s, br, lr, t)
+		return
+	}
+	lr.n = math.MaxInt64
+	l.serveNetHTTP(ctx, &bufferedConn{Stream: s, r: br}, t)
+}
+
+// bufferedConn is a stream whose first bytes were read into r.
+type bufferedConn struct {
+	*hbone.Stream
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// serveNetHTTP runs net/http on the tunnel and returns when it is closed.
+func (l *Listener) serveNetHTTP(ctx context.Context, s net.Conn, t *tunnel) {
 	tc := &tunnelConn{Conn: s, t: t, done: make(chan struct{})}
 	if err := l.srv.Serve(&oneConnListener{conn: tc}); errors.Is(err, http.ErrServerClosed) {
 		tc.Close()
@@ -204,14 +235,17 @@ func (l *Listener) serveHTTP(ctx context.Context, s *hbone.Stream, t *tunnel) {
 // closed, HTTP/2 ones get GOAWAY) and waits for passthrough copies, until
 // ctx ends. Shut the HBONE server down first so no new tunnels arrive.
 func (l *Listener) Shutdown(ctx context.Context) error {
+	h1done := l.h1.shutdown(&l.closing)
 	err := l.srv.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { l.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
+	for _, ch := range []<-chan struct{}{h1done, done} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
 		}
 	}
 	if l.ownUp {
@@ -222,6 +256,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 
 // Close closes all HTTP connections at once and the upstream pools.
 func (l *Listener) Close() error {
+	l.h1.closeAll(&l.closing)
 	err := l.srv.Close()
 	if l.ownUp {
 		l.up.Close()

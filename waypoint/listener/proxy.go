@@ -29,6 +29,7 @@ type exchange struct {
 	l     *Listener
 	w     http.ResponseWriter
 	r     *http.Request
+	ctx   context.Context // ends when the client goes away
 	t     *tunnel
 	start time.Time
 	grpc  bool
@@ -53,7 +54,13 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "request did not arrive through an HBONE tunnel", http.StatusInternalServerError)
 		return
 	}
-	ex := &exchange{l: l, w: w, r: r, t: t, start: time.Now(), grpc: filter.IsGRPC(r.Header.Get("Content-Type")), flags: "-"}
+	l.serve(r.Context(), w, r, t)
+}
+
+// serve handles one request of tunnel t; ctx ends when the client goes
+// away (r.Context() is not used: the lean HTTP/1.1 path does not set it).
+func (l *Listener) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, t *tunnel) {
+	ex := &exchange{l: l, w: w, r: r, ctx: ctx, t: t, start: time.Now(), grpc: filter.IsGRPC(r.Header.Get("Content-Type")), flags: "-"}
 	if r.Body != nil && r.Body != http.NoBody {
 		ex.body = &countingBody{rc: r.Body}
 		r.Body = ex.body
@@ -98,7 +105,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tm := time.NewTimer(p.Delay)
 		select {
 		case <-tm.C:
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			tm.Stop()
 			ex.code, ex.flags = 0, "DC"
 			return
@@ -169,7 +176,7 @@ func removeHopHeaders(h http.Header) {
 func (ex *exchange) forward(reqID [16]byte, spanID [8]byte) {
 	l, r, p := ex.l, ex.r, &ex.plan
 	rt, c := p.Route, p.Cluster
-	ctx := r.Context()
+	ctx := ex.ctx
 	if rt.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
@@ -284,7 +291,7 @@ func (ex *exchange) forward(reqID [16]byte, spanID [8]byte) {
 		if d, ok := ctx.Deadline(); ok {
 			left = time.Until(d)
 		}
-		if r.Context().Err() != nil || !filter.ShouldRetry(rt.Retry, n, att, replayable(), left) {
+		if ex.ctx.Err() != nil || !filter.ShouldRetry(rt.Retry, n, att, replayable(), left) {
 			attemptCancel = cancel
 			if res == nil {
 				choice.Done(failed)
@@ -322,7 +329,7 @@ func (ex *exchange) upstreamError(err error, perTryTimedOut bool, ctx context.Co
 	}
 	var ce *upstream.ConnectError
 	switch {
-	case ex.r.Context().Err() != nil:
+	case ex.ctx.Err() != nil:
 		ex.code, ex.flags = 0, "DC"
 	case perTryTimedOut || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		ex.reply(http.StatusGatewayTimeout, BodyTimeout, "UT"+retried, rt, "")
@@ -360,7 +367,7 @@ func (ex *exchange) copyResponse(res *http.Response, rt *router.Route) {
 	ex.w.WriteHeader(res.StatusCode)
 
 	stream := res.ContentLength < 0
-	rc := http.NewResponseController(ex.w)
+	flusher, _ := ex.w.(http.Flusher)
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	b := *bp
@@ -372,8 +379,8 @@ func (ex *exchange) copyResponse(res *http.Response, rt *router.Route) {
 				return
 			}
 			ex.respBytes += int64(n)
-			if stream {
-				_ = rc.Flush()
+			if stream && flusher != nil {
+				flusher.Flush()
 			}
 		}
 		if rerr == io.EOF {
