@@ -479,8 +479,25 @@ func (b *builder) httpRuleAction(ns string, ri int, rule gatewayv1.HTTPRouteRule
 		}
 		ra.RetryPolicy = rp
 	}
+	if ra.RetryPolicy == nil {
+		ra.RetryPolicy = defaultRetryPolicy()
+	}
 	rt.Action = &routev3.Route_Route{Route: ra}
 	return rt, unsupported
+}
+
+// defaultRetryPolicy applies to a rule without retry (and without a
+// backendRequest timeout, which sets its own policy): like Istio's default
+// HTTP retry policy, a request is tried again, up to 2 more times, when it
+// never reached a backend — the connection could not be opened or the
+// stream was refused, as while a replica being deleted is still listed.
+// Unlike Istio's, 503 answers are not retried by default: a backend's own
+// 503 is passed on unless the route asks for retries.
+func defaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:    "connect-failure,refused-stream,unavailable,cancelled",
+		NumRetries: wrapperspb.UInt32(2),
+	}
 }
 
 // fixRootPrefixRewrite handles ReplacePrefixMatch "/": Envoy's prefix_rewrite
