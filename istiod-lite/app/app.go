@@ -66,6 +66,7 @@ type App struct {
 	serving   *servingCert
 	xdsAuth   xds.Authenticator
 	publisher *ca.RootPublisher
+	reloader  *ca.Reloader
 	waypoints *waypointctl.Controller
 	status    *status.Writer
 	elector   *pkgkube.LeaderElector
@@ -159,6 +160,17 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger, deps Deps) (*A
 		}
 	}
 	a.publisher = ca.NewRootPublisher(kc, signer.RootsPEM(), a.isLeader, 0, log)
+	// cacerts is re-read: installing or rotating a plugged-in CA needs no
+	// restart. (The 15012 serving certificate stays on the startup CA, which
+	// the proxies' mounted root file trusts.)
+	a.reloader, err = ca.NewReloader(ca.ReloaderOptions{Client: kc, Namespace: cfg.Namespace, Current: signer, Logger: log,
+		OnChange: func(c *certs.CA) {
+			a.caServer.SetCA(c)
+			a.publisher.SetRoots(c.RootsPEM())
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("CA reloader: %w", err)
+	}
 	xdsAddr := "istiod-lite." + cfg.Namespace + ".svc:" + strconv.Itoa(firstNonZero(cfg.XDSTLSPort, 15012))
 	a.waypoints, err = waypointctl.New(kc, deps.Clients.Gateway, waypointctl.Config{
 		Image: cfg.WaypointImage, XDSAddress: xdsAddr, TrustDomain: cfg.TrustDomain, LogLevel: cfg.LogLevel,
@@ -252,6 +264,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	run("ca-root-publisher", a.publisher.Run)
+	run("ca-reloader", a.reloader.Run)
 	if a.elector != nil {
 		run("leader-election", a.elector.Run)
 	} else {

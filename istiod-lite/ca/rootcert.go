@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,11 +31,14 @@ const (
 // before, and only while IsLeader says so.
 type RootPublisher struct {
 	client   kubernetes.Interface
-	rootPEM  string
 	isLeader func() bool
 	resync   time.Duration
 	log      *zap.Logger
-	queue    workqueue.TypedRateLimitingInterface[string] // created by Run
+
+	mu      sync.Mutex
+	rootPEM string
+	queue   workqueue.TypedRateLimitingInterface[string] // created by Run
+	nsStore cache.Store                                  // set by Run
 }
 
 // NewRootPublisher builds a publisher of rootPEM. isLeader is asked before
@@ -52,15 +56,41 @@ func NewRootPublisher(client kubernetes.Interface, rootPEM []byte, isLeader func
 	}
 }
 
+// SetRoots publishes new roots (the cacerts Secret changed, e.g. the old and
+// new roots of a rotation): every namespace is reconciled again.
+func (p *RootPublisher) SetRoots(rootPEM []byte) {
+	p.mu.Lock()
+	changed := p.rootPEM != string(rootPEM)
+	p.rootPEM = string(rootPEM)
+	q, store := p.queue, p.nsStore
+	p.mu.Unlock()
+	if !changed || q == nil || store == nil {
+		return
+	}
+	p.log.Info("publishing new root certificates", zap.Int("namespaces", len(store.ListKeys())))
+	for _, ns := range store.ListKeys() {
+		q.Add(ns)
+	}
+}
+
+func (p *RootPublisher) roots() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rootPEM
+}
+
 // Run watches namespaces and ConfigMaps named istio-ca-root-cert and
 // reconciles until ctx is done. Call it once.
 func (p *RootPublisher) Run(ctx context.Context) error {
-	p.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "root-cert-publisher"})
-	defer p.queue.ShutDown()
+	defer queue.ShutDown()
 	nsFactory := informers.NewSharedInformerFactory(p.client, p.resync)
 	nsInf := nsFactory.Core().V1().Namespaces().Informer()
+	p.mu.Lock()
+	p.queue, p.nsStore = queue, nsInf.GetStore()
+	p.mu.Unlock()
 	cmFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = "metadata.name=" + RootConfigMapName
@@ -69,7 +99,7 @@ func (p *RootPublisher) Run(ctx context.Context) error {
 
 	enqueueNS := func(obj any) {
 		if ns, ok := obj.(*corev1.Namespace); ok {
-			p.queue.Add(ns.Name)
+			queue.Add(ns.Name)
 		}
 	}
 	enqueueCM := func(obj any) {
@@ -77,7 +107,7 @@ func (p *RootPublisher) Run(ctx context.Context) error {
 			obj = t.Obj
 		}
 		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == RootConfigMapName {
-			p.queue.Add(cm.Namespace)
+			queue.Add(cm.Namespace)
 		}
 	}
 	if _, err := nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -98,25 +128,25 @@ func (p *RootPublisher) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	go wait.UntilWithContext(ctx, func(ctx context.Context) {
-		for p.processNext(ctx) {
+		for p.processNext(ctx, queue) {
 		}
 	}, time.Second)
 	<-ctx.Done()
 	return nil
 }
 
-func (p *RootPublisher) processNext(ctx context.Context) bool {
-	ns, shutdown := p.queue.Get()
+func (p *RootPublisher) processNext(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string]) bool {
+	ns, shutdown := queue.Get()
 	if shutdown {
 		return false
 	}
-	defer p.queue.Done(ns)
+	defer queue.Done(ns)
 	if err := p.Reconcile(ctx, ns); err != nil {
 		p.log.Warn("root cert configmap not written; retrying", zap.String("namespace", ns), zap.Error(err))
-		p.queue.AddRateLimited(ns)
+		queue.AddRateLimited(ns)
 		return true
 	}
-	p.queue.Forget(ns)
+	queue.Forget(ns)
 	return true
 }
 
@@ -164,9 +194,10 @@ func (p *RootPublisher) Reconcile(ctx context.Context, namespace string) error {
 	if err != nil {
 		return fmt.Errorf("get configmap %s/%s: %w", namespace, RootConfigMapName, err)
 	}
-	switch decideRoot(ns, existing, p.rootPEM) {
+	rootPEM := p.roots()
+	switch decideRoot(ns, existing, rootPEM) {
 	case actionCreate:
-		_, err = cms.Create(ctx, p.desired(namespace), metav1.CreateOptions{})
+		_, err = cms.Create(ctx, p.desired(namespace, rootPEM), metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("configmap %s/%s created concurrently; will look again: %w", namespace, RootConfigMapName, err)
 		}
@@ -182,7 +213,7 @@ func (p *RootPublisher) Reconcile(ctx context.Context, namespace string) error {
 		if upd.Data == nil {
 			upd.Data = map[string]string{}
 		}
-		upd.Data[RootConfigMapKey] = p.rootPEM
+		upd.Data[RootConfigMapKey] = rootPEM
 		_, err = cms.Update(ctx, upd, metav1.UpdateOptions{})
 		if err == nil {
 			p.log.Info("root cert configmap updated", zap.String("namespace", namespace))
@@ -210,9 +241,9 @@ func (p *RootPublisher) ReconcileAll(ctx context.Context) error {
 	return firstErr
 }
 
-func (p *RootPublisher) desired(ns string) *corev1.ConfigMap {
+func (p *RootPublisher) desired(ns, rootPEM string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: RootConfigMapName, Namespace: ns, Labels: map[string]string{rootConfigMapLabel: "true"}},
-		Data:       map[string]string{RootConfigMapKey: p.rootPEM},
+		Data:       map[string]string{RootConfigMapKey: rootPEM},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,7 @@ type Options struct {
 type Server struct {
 	pb.UnimplementedIstioCertificateServiceServer
 	o       Options
+	ca      atomic.Pointer[certs.CA]
 	metrics *metrics
 	log     *zap.Logger
 }
@@ -98,9 +100,24 @@ func NewServer(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.rootExpiry.Set(float64(o.CA.Chain()[len(o.CA.Chain())-1].NotAfter.Unix()))
-	return &Server{o: o, metrics: m, log: o.Logger}, nil
+	s := &Server{o: o, metrics: m, log: o.Logger}
+	s.SetCA(o.CA)
+	return s, nil
 }
+
+// SetCA makes ca the signing CA of every later request (the cacerts Secret
+// changed). Requests in flight finish with the CA they started with.
+func (s *Server) SetCA(ca *certs.CA) {
+	if ca == nil {
+		return
+	}
+	s.ca.Store(ca)
+	chain := ca.Chain()
+	s.metrics.rootExpiry.Set(float64(chain[len(chain)-1].NotAfter.Unix()))
+}
+
+// CA returns the current signing CA.
+func (s *Server) CA() *certs.CA { return s.ca.Load() }
 
 // Register registers the service on a gRPC server.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
@@ -187,7 +204,7 @@ func (s *Server) handle(ctx context.Context, req *pb.IstioCertificateRequest, im
 		return caller, id, nil, &refusal{codes.InvalidArgument, reasonInvalidCSR,
 			"invalid CSR: " + err.Error() + " (send a PEM CERTIFICATE REQUEST signed by an ECDSA P-256/P-384 or RSA >= 2048 key)", err}
 	}
-	chain, err := s.o.CA.SignCSR(csrDER, id, ttl)
+	chain, err := s.ca.Load().SignCSR(csrDER, id, ttl)
 	if err != nil {
 		label, code := "internal", codes.Internal
 		if errors.Is(err, certs.ErrSignerExpired) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/ambient-mesh/ambient/pkg/spiffe"
@@ -220,7 +221,8 @@ func ParseCSR(csrDER []byte) (*x509.CertificateRequest, error) {
 // the certificate carries exactly one URI SAN, id. ttl <= 0 means
 // DefaultWorkloadTTL; the lifetime never exceeds the CA chain's. The result is
 // the leaf first, then the intermediates, then the root last (as Istio returns
-// it).
+// it), followed by the CA's other trusted roots (root-cert.pem may hold
+// several during a root rotation).
 func (ca *CA) SignCSR(csrDER []byte, id spiffe.Identity, ttl time.Duration) ([]*x509.Certificate, error) {
 	csr, err := ParseCSR(csrDER)
 	if err != nil {
@@ -304,7 +306,27 @@ func (ca *CA) signTemplate(pub any, ttl time.Duration, now time.Time, names func
 	if err != nil {
 		return nil, fmt.Errorf("parse issued certificate: %w", err)
 	}
-	return append([]*x509.Certificate{leaf}, ca.chain...), nil
+	out := append([]*x509.Certificate{leaf}, ca.chain...)
+	// Every other trusted root follows the chain's own root, so the response
+	// carries the whole distributed trust bundle (old and new roots during a
+	// root rotation), as istiod appends root-cert.pem.
+	for _, r := range ca.roots {
+		if !slices.ContainsFunc(out, r.Equal) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// SplitRoots splits a chain as the CA returns it (leaf, intermediates, then
+// the trusted roots) into the certificates to present and the trailing
+// self-signed roots. A chain without a trailing self-signed root has no roots.
+func SplitRoots(chain []*x509.Certificate) (present, roots []*x509.Certificate) {
+	n := len(chain)
+	for n > 1 && isSelfSigned(chain[n-1]) {
+		n--
+	}
+	return chain[:n], chain[n:]
 }
 
 // validity computes a leaf's NotBefore/NotAfter: backdated by Backdate (but
@@ -328,7 +350,7 @@ func validity(now time.Time, ttl time.Duration, chain []*x509.Certificate) (notB
 }
 
 // TLSCertificate assembles a tls.Certificate from a key and a chain (leaf
-// first). A trailing self-signed root is left out: peers have it already.
+// first). Trailing self-signed roots are left out: peers have them already.
 func TLSCertificate(key crypto.Signer, chain []*x509.Certificate) (*tls.Certificate, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("tls certificate: empty chain")
@@ -336,10 +358,7 @@ func TLSCertificate(key crypto.Signer, chain []*x509.Certificate) (*tls.Certific
 	if !publicKeysEqual(chain[0].PublicKey, key.Public()) {
 		return nil, errors.New("tls certificate: key does not match the leaf certificate")
 	}
-	send := chain
-	if n := len(send); n > 1 && isSelfSigned(send[n-1]) {
-		send = send[:n-1]
-	}
+	send, _ := SplitRoots(chain)
 	tc := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, c := range send {
 		tc.Certificate = append(tc.Certificate, c.Raw)
@@ -362,4 +381,72 @@ func newSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("certificate serial number: %w", err)
 	}
 	return s.Add(s, big.NewInt(1)), nil
+}
+
+// NewIntermediate issues a new intermediate signing CA under ca (ECDSA
+// P-256, valid for ttl but not beyond ca's chain). The result trusts ca's
+// roots. It is how a plugged-in CA (cacerts) is made for tests and tools.
+func (ca *CA) NewIntermediate(commonName string, ttl time.Duration) (*CA, error) {
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("intermediate %q: %w", commonName, err)
+	}
+	notBefore, notAfter, err := validity(time.Now(), ttl, ca.chain)
+	if err != nil {
+		return nil, fmt.Errorf("intermediate %q: %w", commonName, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: ca.chain[0].Subject.Organization, CommonName: commonName},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.chain[0], key.Public(), ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("intermediate %q: %w", commonName, err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("intermediate %q: parse: %w", commonName, err)
+	}
+	return &CA{
+		trustDomain: ca.trustDomain, key: key,
+		chain: append([]*x509.Certificate{c}, ca.chain...),
+		roots: append([]*x509.Certificate(nil), ca.roots...),
+	}, nil
+}
+
+// WithRoots returns a copy of ca that also trusts (and distributes) roots,
+// e.g. the old and the new root during a root rotation.
+func (ca *CA) WithRoots(roots ...*x509.Certificate) *CA {
+	out := *ca
+	out.chain = append([]*x509.Certificate(nil), ca.chain...)
+	out.roots = append([]*x509.Certificate(nil), ca.roots...)
+	for _, r := range roots {
+		if !slices.ContainsFunc(out.roots, r.Equal) {
+			out.roots = append(out.roots, r)
+		}
+	}
+	return &out
+}
+
+// RootList returns every trusted root.
+func (ca *CA) RootList() []*x509.Certificate { return append([]*x509.Certificate(nil), ca.roots...) }
+
+// PluggedFiles returns ca in Istio's cacerts layout: ca-cert.pem, ca-key.pem,
+// cert-chain.pem (the signing certificate up to its root) and root-cert.pem
+// (every trusted root).
+func (ca *CA) PluggedFiles() (certPEM, keyPEM, chainPEM, rootPEM []byte, err error) {
+	keyPEM, err = ca.SigningKeyPEM()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return ca.SigningCertPEM(), keyPEM, EncodeCertsPEM(ca.chain), ca.RootsPEM(), nil
 }

@@ -349,3 +349,76 @@ func TestIssueServing(t *testing.T) {
 		t.Fatal("no DNS names accepted")
 	}
 }
+
+// TestRotationBundle: a CA whose root-cert.pem holds the old and the new root
+// signs with the new intermediate, returns both roots after its chain, and
+// presents only leaf + intermediate in TLS; a bundle of both roots accepts
+// certificates from either chain.
+func TestRotationBundle(t *testing.T) {
+	root1, err := NewSelfSignedCA("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root2, err := NewSelfSignedCA("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	int1, err := root1.NewIntermediate("intermediate1", 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	int2, err := root2.NewIntermediate("intermediate2", 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !int1.SigningCert().NotAfter.Equal(root1.SigningCert().NotAfter) {
+		t.Fatalf("intermediate outlives its root: %v > %v", int1.SigningCert().NotAfter, root1.SigningCert().NotAfter)
+	}
+	rotating := int2.WithRoots(root1.SigningCert())
+	// Through Istio's cacerts files, as istiod-lite loads them.
+	c, k, ch, r, err := rotating.PluggedFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadCA(c, k, ch, r)
+	if err != nil {
+		t.Fatalf("LoadCA(rotation bundle): %v", err)
+	}
+	key, _ := GenerateKey()
+	csr, _ := NewCSR(key, testID)
+	chain, err := loaded.SignCSR(csr, testID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chain) != 4 || !chain[1].Equal(int2.SigningCert()) || !chain[2].Equal(root2.SigningCert()) || !chain[3].Equal(root1.SigningCert()) {
+		t.Fatalf("chain = %d certs, want leaf, intermediate2, root2, root1", len(chain))
+	}
+	present, roots := SplitRoots(chain)
+	if len(present) != 2 || len(roots) != 2 {
+		t.Fatalf("SplitRoots = %d present, %d roots; want 2, 2", len(present), len(roots))
+	}
+	tc, err := TLSCertificate(key, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tc.Certificate) != 2 {
+		t.Fatalf("TLS chain has %d certs, want leaf + intermediate2", len(tc.Certificate))
+	}
+	old, err := int1.Issue(testID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string][][]byte{"new chain": tc.Certificate, "old chain": old.Certificate} {
+		if id, err := loaded.Bundle().VerifyRaw(raw); err != nil || id != testID {
+			t.Errorf("%s: VerifyRaw = %v, %v", name, id, err)
+		}
+	}
+	// root2 alone does not accept the old chain.
+	if _, err := root2.Bundle().VerifyRaw(old.Certificate); err == nil {
+		t.Errorf("root2 alone accepted a certificate of root1's chain")
+	}
+	// A lone self-signed certificate is presented, not split off as a root.
+	if p, r := SplitRoots(root1.Chain()); len(p) != 1 || len(r) != 0 {
+		t.Errorf("SplitRoots(single root) = %d, %d; want 1, 0", len(p), len(r))
+	}
+}

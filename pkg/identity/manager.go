@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -43,6 +42,17 @@ type CertInfo struct {
 	RefreshAt    time.Time `json:"refreshAt,omitzero"`
 	Failures     uint64    `json:"failures,omitempty"`
 	Error        string    `json:"error,omitempty"`
+	// Intermediates are the certificates presented after the leaf (the
+	// signing chain, roots excluded), leaf's issuer first.
+	Intermediates []ChainCert `json:"intermediates,omitempty"`
+}
+
+// ChainCert describes one certificate of a chain.
+type ChainCert struct {
+	SerialNumber string    `json:"serialNumber"`
+	Subject      string    `json:"subject"`
+	NotBefore    time.Time `json:"notBefore"`
+	NotAfter     time.Time `json:"notAfter"`
 }
 
 // Stats are the manager's counters.
@@ -58,8 +68,10 @@ type Options struct {
 	// TrustDomain of the bundle returned by Bundle; "" accepts any.
 	TrustDomain string
 	// Roots are trusted from the start (e.g. root-cert.pem of the
-	// istio-ca-root-cert ConfigMap); the root ending each fetched chain is
-	// added.
+	// istio-ca-root-cert ConfigMap), until SetRoots replaces them. The roots
+	// the CA distributes (the self-signed certificates ending each fetched
+	// chain) are trusted as well; the latest distributed set replaces the
+	// previous one.
 	Roots []*x509.Certificate
 	// FetchTimeout bounds one fetch; default 10 s.
 	FetchTimeout time.Duration
@@ -69,6 +81,12 @@ type Options struct {
 	Jitter float64
 	// Clock is for tests; default real time.
 	Clock Clock
+	// MetricPrefix names the metrics of Collector; default "ztunnel".
+	MetricPrefix string
+	// RenewSpread spreads the renewals a trust bundle change triggers over
+	// a random delay below it, so a node does not send all its CSRs at
+	// once; default 2 s, negative renews at once.
+	RenewSpread time.Duration
 }
 
 // ErrClosed is returned after Close.
@@ -85,8 +103,10 @@ type Manager struct {
 
 	mu      sync.Mutex
 	entries map[spiffe.Identity]*entry
-	roots   []*x509.Certificate
-	pool    atomic.Pointer[x509.CertPool]
+	// static roots come from Options.Roots, AddRoots and SetRoots;
+	// distributed roots from the latest CA response that carried any.
+	static, distributed []*x509.Certificate
+	pool                atomic.Pointer[x509.CertPool]
 
 	fetches, failures atomic.Uint64
 }
@@ -105,6 +125,8 @@ type entry struct {
 	failures  uint64
 	// attempt is closed and replaced when an attempt completes.
 	attempt chan struct{}
+	// renew asks the worker to renew now (the trust bundle changed).
+	renew chan struct{}
 }
 
 // NewManager builds a Manager. Close it to stop its goroutines.
@@ -130,12 +152,16 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Clock == nil {
 		o.Clock = realClock{}
 	}
+	if o.MetricPrefix == "" {
+		o.MetricPrefix = "ztunnel"
+	}
+	if o.RenewSpread == 0 {
+		o.RenewSpread = 2 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{o: o, log: o.Logger, ctx: ctx, cancel: cancel, entries: map[spiffe.Identity]*entry{}}
-	m.addRoots(o.Roots)
-	if m.pool.Load() == nil {
-		m.pool.Store(x509.NewCertPool())
-	}
+	m.static = uniqueRoots(o.Roots)
+	m.rebuildPoolLocked()
 	return m, nil
 }
 
@@ -280,6 +306,12 @@ func (m *Manager) Snapshot() []CertInfo {
 		if e.cert != nil {
 			ci.SerialNumber = e.cert.Leaf.SerialNumber.Text(16)
 			ci.NotBefore, ci.NotAfter = e.cert.Leaf.NotBefore, e.cert.Leaf.NotAfter
+			for _, raw := range e.cert.Certificate[1:] {
+				if c, err := x509.ParseCertificate(raw); err == nil {
+					ci.Intermediates = append(ci.Intermediates, ChainCert{SerialNumber: c.SerialNumber.Text(16),
+						Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter})
+				}
+			}
 		}
 		e.mu.Unlock()
 		out = append(out, ci)
@@ -322,7 +354,7 @@ func (m *Manager) entry(id spiffe.Identity) (*entry, error) {
 		return e, nil
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	e := &entry{id: id, cancel: cancel, attempt: make(chan struct{}), fetching: true}
+	e := &entry{id: id, cancel: cancel, attempt: make(chan struct{}), renew: make(chan struct{}, 1), fetching: true}
 	m.entries[id] = e
 	m.wg.Add(1)
 	go func() {
@@ -344,6 +376,7 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 		e.mu.Lock()
 		e.fetching = false
 		e.fetched = true
+		previous := e.cert
 		if err == nil {
 			e.cert, e.lastErr = cert, nil
 			e.refreshAt = refreshAt(cert.Leaf.NotBefore, cert.Leaf.NotAfter, now, m.jitter())
@@ -367,15 +400,28 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 		case err == nil:
 			log.Debug("certificate fetched", zap.String("serial", cert.Leaf.SerialNumber.Text(16)),
 				zap.Time("notAfter", cert.Leaf.NotAfter), zap.Duration("refreshIn", wait))
-		default:
+		case previous == nil:
 			m.failures.Add(1)
-			log.Warn("certificate fetch failed; retrying", zap.Error(err), zap.Int("attempt", retries),
-				zap.Duration("retryIn", wait), zap.Bool("servingPrevious", stillValid))
+			log.Warn("certificate fetch failed; retrying", zap.Error(err), zap.String("likelyCause", LikelyCause(err)),
+				zap.Int("attempt", retries), zap.Duration("retryIn", wait))
+		default:
+			// A renewal failed: the workload keeps its certificate only
+			// until it expires, so say loudly how long is left and why.
+			m.failures.Add(1)
+			log.Error("certificate renewal failed; retrying", zap.Error(err), zap.String("likelyCause", LikelyCause(err)),
+				zap.Int("attempt", retries), zap.Duration("retryIn", wait), zap.Bool("servingPrevious", stillValid),
+				zap.Time("notAfter", previous.Leaf.NotAfter), zap.Duration("expiresIn", previous.Leaf.NotAfter.Sub(now)))
 		}
 
 		c, stop := m.o.Clock.After(wait)
 		select {
 		case <-c:
+		case <-e.renew:
+			stop()
+			if !m.spreadRenewal(ctx) {
+				return
+			}
+			log.Debug("renewing early: the trust bundle changed")
 		case <-ctx.Done():
 			stop()
 			return
@@ -422,35 +468,134 @@ func (m *Manager) accept(key crypto.Signer, id spiffe.Identity, chain []*x509.Ce
 	if err != nil {
 		return nil, fmt.Errorf("CA response for %s: %w", id, err)
 	}
-	if root := chain[len(chain)-1]; len(chain) > 1 && bytes.Equal(root.RawIssuer, root.RawSubject) {
-		m.addRoots([]*x509.Certificate{root})
+	if _, roots := certs.SplitRoots(chain); len(roots) > 0 {
+		m.setDistributed(roots, id)
 	}
 	return tc, nil
 }
 
-// AddRoots trusts more roots, e.g. when the istio-ca-root-cert ConfigMap
-// changes during a root rotation. Roots are never removed while running.
-func (m *Manager) AddRoots(roots []*x509.Certificate) { m.addRoots(roots) }
-
-// addRoots adds new roots to the bundle.
-func (m *Manager) addRoots(roots []*x509.Certificate) {
+// AddRoots trusts more roots (added to the static ones), e.g. when the
+// istio-ca-root-cert ConfigMap gains a root.
+func (m *Manager) AddRoots(roots []*x509.Certificate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	changed := false
-	for _, r := range roots {
-		if !slices.ContainsFunc(m.roots, r.Equal) {
-			m.roots = append(m.roots, r)
-			changed = true
-		}
-	}
-	if !changed {
+	m.static = uniqueRoots(append(append([]*x509.Certificate(nil), m.static...), roots...))
+	m.rebuildPoolLocked()
+}
+
+// SetRoots replaces the static roots (Options.Roots), e.g. with the new
+// content of the istio-ca-root-cert ConfigMap after a root rotation ended.
+// Roots the CA distributes stay trusted.
+func (m *Manager) SetRoots(roots []*x509.Certificate) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.static = uniqueRoots(roots)
+	m.rebuildPoolLocked()
+}
+
+// setDistributed replaces the roots the CA distributes with the set ending
+// the chain just fetched for from. When a previously known set changes (a
+// root rotation began or ended), every other identity is renewed at once,
+// so that local certificates move to the new signing chain and none stays
+// chained to a root peers are dropping.
+func (m *Manager) setDistributed(roots []*x509.Certificate, from spiffe.Identity) {
+	roots = uniqueRoots(roots)
+	m.mu.Lock()
+	added, removed := diffRoots(m.distributed, roots)
+	if len(added) == 0 && len(removed) == 0 {
+		m.mu.Unlock()
 		return
 	}
+	first := len(m.distributed) == 0
+	m.distributed = roots
+	m.rebuildPoolLocked()
+	var others []*entry
+	if !first {
+		for id, e := range m.entries {
+			if id != from {
+				others = append(others, e)
+			}
+		}
+	}
+	m.mu.Unlock()
+	m.log.Info("trust bundle updated from the CA", zap.Stringer("from", from),
+		zap.Strings("added", rootNames(added)), zap.Strings("removed", rootNames(removed)),
+		zap.Int("renewing", len(others)))
+	for _, e := range others {
+		select {
+		case e.renew <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Roots returns every trusted root: static, then distributed.
+func (m *Manager) Roots() []*x509.Certificate {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return uniqueRoots(append(append([]*x509.Certificate(nil), m.static...), m.distributed...))
+}
+
+// rebuildPoolLocked publishes the union of static and distributed roots.
+func (m *Manager) rebuildPoolLocked() {
 	p := x509.NewCertPool()
-	for _, r := range m.roots {
+	for _, r := range m.static {
+		p.AddCert(r)
+	}
+	for _, r := range m.distributed {
 		p.AddCert(r)
 	}
 	m.pool.Store(p)
+}
+
+// uniqueRoots drops duplicates, keeping the first of each.
+func uniqueRoots(roots []*x509.Certificate) []*x509.Certificate {
+	out := make([]*x509.Certificate, 0, len(roots))
+	for _, r := range roots {
+		if !slices.ContainsFunc(out, r.Equal) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// diffRoots returns the roots of next missing from prev and of prev missing from next.
+func diffRoots(prev, next []*x509.Certificate) (added, removed []*x509.Certificate) {
+	for _, r := range next {
+		if !slices.ContainsFunc(prev, r.Equal) {
+			added = append(added, r)
+		}
+	}
+	for _, r := range prev {
+		if !slices.ContainsFunc(next, r.Equal) {
+			removed = append(removed, r)
+		}
+	}
+	return added, removed
+}
+
+// rootNames names roots for logs: subject and serial.
+func rootNames(roots []*x509.Certificate) []string {
+	out := make([]string, 0, len(roots))
+	for _, r := range roots {
+		out = append(out, r.Subject.String()+" serial="+r.SerialNumber.Text(16))
+	}
+	return out
+}
+
+// spreadRenewal waits a random part of RenewSpread; false when ctx ended.
+func (m *Manager) spreadRenewal(ctx context.Context) bool {
+	if m.o.RenewSpread <= 0 {
+		return true
+	}
+	c, stop := m.o.Clock.After(time.Duration(rand.Int64N(int64(m.o.RenewSpread))))
+	defer stop()
+	select {
+	case <-c:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (m *Manager) jitter() float64 {

@@ -171,6 +171,7 @@ func runProxy(ctx context.Context, cfg config.Config, log *zap.Logger, level zap
 		return err
 	}
 	defer closeIDs()
+	reg.MustRegister(ids.Collector())
 
 	var configReady func() bool
 	var xdsClient *xds.Client

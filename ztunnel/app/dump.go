@@ -180,6 +180,9 @@ func certificatesView(infos []identity.CertInfo) []certificateView {
 		v := certificateView{Identity: ci.Identity, State: titleEnum(ci.State), Error: ci.Error, CertChain: []certView{}}
 		if ci.SerialNumber != "" {
 			v.CertChain = append(v.CertChain, certView{SerialNumber: ci.SerialNumber, ValidFrom: ci.NotBefore, ExpirationTime: ci.NotAfter})
+			for _, c := range ci.Intermediates {
+				v.CertChain = append(v.CertChain, certView{SerialNumber: c.SerialNumber, ValidFrom: c.NotBefore, ExpirationTime: c.NotAfter})
+			}
 		}
 		if ci.Error != "" && v.State != "Available" {
 			v.State = "Unavailable: " + ci.Error
