@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,6 +88,62 @@ func BenchmarkThroughputHBONE(b *testing.B) {
 		b.Fatalf("sink got %d bytes, want %d", n, int64(b.N)*benchChunk)
 	}
 	reportCPU(b, start)
+}
+
+// BenchmarkThroughputHBONE8Streams sends over 8 concurrent streams to one
+// peer, packed onto one connection or spread over several (the default).
+func BenchmarkThroughputHBONE8Streams(b *testing.B) {
+	for _, mode := range []struct {
+		name   string
+		spread int
+	}{{"pack", -1}, {"spread", 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			const streams = 8
+			done := make(chan int64, streams)
+			e := newEnv(b, acceptHandler(func(_ *Request, s *Stream) {
+				n, _ := io.Copy(io.Discard, s)
+				done <- n
+			}), func(_ *ServerConfig, c *ClientConfig) { c.SpreadStreams = mode.spread })
+			ss := make([]*Stream, streams)
+			for i := range ss {
+				ss[i] = e.dial(b, "10.0.0.1:80")
+				defer ss[i].Close()
+			}
+			b.SetBytes(benchChunk)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := cpuTime()
+			var wg sync.WaitGroup
+			for i, s := range ss {
+				n := b.N / streams
+				if i < b.N%streams {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, benchChunk)
+					for j := 0; j < n; j++ {
+						if _, err := s.Write(buf); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+					s.CloseWrite()
+				}()
+			}
+			wg.Wait()
+			var total int64
+			for range ss {
+				total += <-done
+			}
+			if total != int64(b.N)*benchChunk {
+				b.Fatalf("sinks got %d bytes, want %d", total, int64(b.N)*benchChunk)
+			}
+			reportCPU(b, start)
+			b.ReportMetric(float64(e.cl.Stats().Conns), "conns")
+		})
+	}
 }
 
 func BenchmarkStreamOpenWarm(b *testing.B) {

@@ -38,10 +38,26 @@ type ClientConfig struct {
 	DialTimeout time.Duration
 	// DialContext opens the TCP connection; default a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// SpreadStreams and MaxSpreadConns spread busy peers over several
+	// connections: once every connection to a peer (per source identity)
+	// carries SpreadStreams streams, a new stream opens another connection,
+	// up to MaxSpreadConns; beyond that streams go to the least loaded one
+	// (each still capped by MaxConcurrentStreams). Each connection has its
+	// own read loop, so the streams of a busy peer are decrypted on several
+	// cores. Defaults 4 and 4; a negative SpreadStreams packs streams onto
+	// one connection until it is full.
+	SpreadStreams  int
+	MaxSpreadConns int
 	// Limits tune the HTTP/2 connections. IdleTimeout defaults to 5 minutes
 	// for the client.
 	Limits
 }
+
+// Defaults of ClientConfig.SpreadStreams and MaxSpreadConns.
+const (
+	DefaultSpreadStreams  = 4
+	DefaultMaxSpreadConns = 4
+)
 
 // DefaultClientIdleTimeout is how long an unused pooled connection stays
 // open.
@@ -105,6 +121,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultClientIdleTimeout
+	}
+	if cfg.SpreadStreams == 0 {
+		cfg.SpreadStreams = DefaultSpreadStreams
+	}
+	if cfg.MaxSpreadConns <= 0 {
+		cfg.MaxSpreadConns = DefaultMaxSpreadConns
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	return &Client{cfg: cfg, pools: make(map[poolKey]*keyPool)}, nil
@@ -177,6 +199,7 @@ func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*c
 	if err := checkCertExpiry(req.Source, cert, time.Now()); err != nil {
 		return nil, &DialError{Peer: req.Peer.String(), Op: "cert", Err: err}
 	}
+	sp := spread{at: cl.cfg.SpreadStreams, maxConns: cl.cfg.MaxSpreadConns}
 	for {
 		var drain []*conn
 		cl.mu.Lock()
@@ -197,7 +220,7 @@ func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*c
 			}
 		}
 		var picked *conn
-		if i := pickConn(loads); i >= 0 {
+		if i := pickConn(loads, sp); i >= 0 {
 			c := kp.conns[i]
 			picked = c
 			c.mu.Lock()
@@ -227,6 +250,12 @@ func (cl *Client) getConn(ctx context.Context, key poolKey, req DialRequest) (*c
 		select {
 		case <-dc.done:
 			if dc.err != nil {
+				if sp.at > 0 && pickConn(loads, spread{at: -1}) >= 0 {
+					// Only spreading wanted that connection: use one
+					// that has room instead of failing the stream.
+					sp.at = -1
+					continue
+				}
 				return nil, dc.err
 			}
 		case <-ctx.Done():

@@ -671,17 +671,42 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		return fmt.Errorf("peer overran the stream flow-control window of stream %d", f.StreamID)
 	}
 	s.recvWindow -= n
-	s.rbuf.write(data)
 	pad := n - int32(len(data))
+	wake := true
+	var sinc, cinc int32
+	if s.sink != nil && s.sinkIdle && !s.sinkBusy && s.rbuf.n == 0 && len(data) > 0 {
+		data, sinc, cinc = c.deliverDirect(s, data) // unlocks and locks c.mu
+		// All written: CopyTo has nothing to do, unless the stream ends
+		// or the write failed.
+		wake = len(data) > 0 || s.sinkErr != nil || s.closed || s.err != nil || s.sinkWait
+		s.sinkWait = false
+	}
+	if !s.closed {
+		s.rbuf.write(data)
+	}
 	idle := false
 	if f.StreamEnded() {
+		wake = true
 		s.recvEnd = true
 		if s.sentEnd {
 			idle = c.removeStreamLocked(s)
 		}
 	}
-	s.cond.Broadcast()
+	if wake {
+		s.cond.Broadcast()
+	}
 	c.mu.Unlock()
+	if sinc > 0 || cinc > 0 {
+		id := s.id
+		c.queue(func() {
+			if sinc > 0 {
+				c.fr.WriteWindowUpdate(id, uint32(sinc))
+			}
+			if cinc > 0 {
+				c.fr.WriteWindowUpdate(0, uint32(cinc))
+			}
+		})
+	}
 	if pad > 0 {
 		c.returnConnWindow(pad)
 	}
@@ -689,6 +714,32 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		c.streamIdle()
 	}
 	return nil
+}
+
+// deliverDirect writes data to the stream's sink from the read loop (see
+// Stream.CopyTo) and returns what the socket did not take, and the window
+// increments to send for what it did. c.mu is held on entry and on return,
+// released during the write; meanwhile sinkBusy keeps CopyTo from writing,
+// so bytes stay in order.
+func (c *conn) deliverDirect(s *Stream, data []byte) (rest []byte, sinc, cinc int32) {
+	s.sinkBusy = true
+	k := s.sink
+	c.mu.Unlock()
+	n, err := k.tryWrite(data)
+	c.mu.Lock()
+	s.sinkBusy = false
+	s.sinkBytes += int64(n)
+	if err != nil && s.sinkErr == nil {
+		s.sinkErr = fmt.Errorf("write: %w", err)
+	}
+	// Written bytes were consumed; if the stream was closed meanwhile, so
+	// were the rest (Close discarded only what was buffered).
+	rest = data[n:]
+	if s.closed || err != nil {
+		n, rest = len(data), nil
+	}
+	sinc, cinc = s.consumedLocked(n)
+	return rest, sinc, cinc
 }
 
 // directReadMin is the DATA payload size from which the read loop reads

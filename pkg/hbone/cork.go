@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// corkLimit is how much a corked connection buffers before writing anyway.
-const corkLimit = 64 << 10
+// corkLimit is how much a corked connection buffers before writing anyway:
+// a whole DATA frame from Stream.ReadFrom's large buffer.
+const corkLimit = 136 << 10
 
 // corkConn sits between tls.Conn and the TCP connection. Once corked, it
 // collects the TLS records of one flush and writes them with a single

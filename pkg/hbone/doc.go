@@ -6,7 +6,9 @@
 // SPIFFE trust bundle and hands each one to a Handler, which accepts it
 // (200) or rejects it (401, 503). A Client opens streams with Dial, pooling
 // HTTP/2 connections per (source identity, peer address, expected peer
-// identity), at most 100 streams per connection. A Stream ends with
+// identity), at most 100 streams per connection; once every connection
+// carries 4 streams, up to 4 connections share the load (each has its own
+// read loop, so busy streams use several cores). A Stream ends with
 // CloseWrite (half-close, the peer reads io.EOF), Close, or Reset (abort,
 // the peer's Read and Write fail with ErrStreamReset).
 //

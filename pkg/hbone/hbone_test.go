@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/ambient-mesh/ambient/pkg/hbone/hbonetest"
@@ -222,7 +224,7 @@ func TestDialUnreachableHint(t *testing.T) {
 
 func TestPoolOpensSecondConnAt101(t *testing.T) {
 	release := make(chan struct{})
-	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { <-release }))
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { <-release }), packStreams)
 	var streams []*Stream
 	defer func() {
 		close(release)
@@ -265,11 +267,14 @@ func TestPoolRespectsServerMaxStreams(t *testing.T) {
 	}
 }
 
-func TestPoolConcurrentDialsShareOneConnection(t *testing.T) {
-	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(io.Discard, s) }))
+// packStreams turns spreading off: streams pack onto one connection.
+func packStreams(_ *ServerConfig, c *ClientConfig) { c.SpreadStreams = -1 }
+
+func dialConcurrently(t *testing.T, e *env, n int) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 50)
-	for i := 0; i < 50; i++ {
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -286,8 +291,92 @@ func TestPoolConcurrentDialsShareOneConnection(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+func TestPoolConcurrentDialsShareOneConnection(t *testing.T) {
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(io.Discard, s) }), packStreams)
+	dialConcurrently(t, e, 50)
 	if n := e.dials.count(); n != 1 {
 		t.Fatalf("%d TCP dials for 50 concurrent streams, want 1", n)
+	}
+}
+
+func TestPoolConcurrentDialsSpreadOverFewConnections(t *testing.T) {
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(io.Discard, s) }))
+	dialConcurrently(t, e, 50)
+	if n := e.dials.count(); n < 1 || n > DefaultMaxSpreadConns {
+		t.Fatalf("%d TCP dials for 50 concurrent streams, want 1 to %d", n, DefaultMaxSpreadConns)
+	}
+}
+
+// A connection dialled only to spread streams that cannot be opened does
+// not fail the stream: it goes on a connection that has room.
+func TestPoolSpreadDialFailureFallsBack(t *testing.T) {
+	var dials atomic.Int32
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(s, s) }), func(_ *ServerConfig, c *ClientConfig) {
+		var d net.Dialer
+		c.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				return nil, errors.New("no more connections")
+			}
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	var streams []*Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for i := 0; i < DefaultSpreadStreams+2; i++ {
+		streams = append(streams, e.dial(t, "10.0.0.1:80"))
+	}
+	if st := e.cl.Stats(); st.Conns != 1 || st.Streams != DefaultSpreadStreams+2 {
+		t.Fatalf("client stats %+v, want all streams on the one connection", st)
+	}
+	if n := dials.Load(); n < 2 {
+		t.Fatalf("%d dials, want the spreading dial tried", n)
+	}
+}
+
+// Busy peers get several connections: 4 streams per connection until there
+// are 4, then the least loaded one; each stream still works.
+func TestPoolSpreadsStreams(t *testing.T) {
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(s, s) }))
+	var streams []*Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	wantConns := []int64{1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4}
+	for i, want := range wantConns {
+		streams = append(streams, e.dial(t, "10.0.0.1:80"))
+		if st := e.cl.Stats(); st.Conns != want || st.Streams != int64(i+1) {
+			t.Fatalf("after %d streams: client stats %+v, want %d conns", i+1, st, want)
+		}
+	}
+	perConn := map[*conn]int{}
+	for _, s := range streams {
+		perConn[s.c]++
+	}
+	for c, n := range perConn {
+		if n < 5 || n > 6 {
+			t.Errorf("connection %p carries %d streams, want 5 or 6 (22 over 4)", c, n)
+		}
+	}
+	for i, s := range streams {
+		msg := []byte{byte(i)}
+		if _, err := s.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(s, got); err != nil || got[0] != byte(i) {
+			t.Fatalf("stream %d echoed %v, %v", i, got, err)
+		}
+	}
+	if st := e.srv.Stats(); st.Conns != 4 || st.Streams != int64(len(streams)) {
+		t.Fatalf("server stats %+v, want 4 conns, %d streams", st, len(streams))
 	}
 }
 
@@ -314,7 +403,7 @@ func TestPoolKeyedBySourceIdentity(t *testing.T) {
 }
 
 func TestKilledConnectionFailsStreams(t *testing.T) {
-	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(s, s) }))
+	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) { io.Copy(s, s) }), packStreams)
 	var streams []*Stream
 	for i := 0; i < 5; i++ {
 		streams = append(streams, e.dial(t, "10.0.0.1:80"))
@@ -512,31 +601,64 @@ func TestReadDeadline(t *testing.T) {
 	}
 }
 
+// burstReader returns full reads for bursts of burst calls, then one short
+// read, so Stream.ReadFrom switches between its buffers.
+type burstReader struct {
+	r     io.Reader
+	burst int
+	calls int
+}
+
+func (b *burstReader) Read(p []byte) (int, error) {
+	b.calls++
+	if b.calls%(b.burst+1) == 0 && len(p) > 100 {
+		p = p[:100]
+	}
+	return b.r.Read(p)
+}
+
 func TestCopyPaths(t *testing.T) {
 	// io.Copy uses Stream.ReadFrom on the sending side and Stream.WriteTo
 	// on the receiving side.
-	got := make(chan []byte, 1)
-	e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) {
-		var buf bytes.Buffer
-		n, err := s.WriteTo(&buf)
-		if err != nil || n != int64(buf.Len()) {
-			buf.WriteString("WriteTo error")
-		}
-		got <- buf.Bytes()
-	}))
-	payload := make([]byte, 3<<20+17)
-	for i := range payload {
-		payload[i] = byte(i * 7)
+	tests := []struct {
+		name string
+		src  func(io.Reader) io.Reader
+	}{
+		{"full reads (large buffer)", func(r io.Reader) io.Reader { return r }},
+		{"half reads (small buffer)", iotest.HalfReader},
+		{"bursts (switching)", func(r io.Reader) io.Reader { return &burstReader{r: r, burst: 3} }},
+		{"one byte reads", iotest.OneByteReader},
 	}
-	s := e.dial(t, "10.0.0.1:80")
-	defer s.Close()
-	n, err := s.ReadFrom(io.LimitReader(bytes.NewReader(payload), int64(len(payload))))
-	if err != nil || n != int64(len(payload)) {
-		t.Fatalf("ReadFrom = %d, %v", n, err)
-	}
-	s.CloseWrite()
-	if g := <-got; !bytes.Equal(g, payload) {
-		t.Fatalf("server received %d bytes, want %d identical", len(g), len(payload))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan []byte, 1)
+			e := newEnv(t, acceptHandler(func(_ *Request, s *Stream) {
+				var buf bytes.Buffer
+				n, err := s.WriteTo(&buf)
+				if err != nil || n != int64(buf.Len()) {
+					buf.WriteString("WriteTo error")
+				}
+				got <- buf.Bytes()
+			}))
+			size := 3<<20 + 17
+			if tt.name == "one byte reads" {
+				size = 64<<10 + 3
+			}
+			payload := make([]byte, size)
+			for i := range payload {
+				payload[i] = byte(i * 7)
+			}
+			s := e.dial(t, "10.0.0.1:80")
+			defer s.Close()
+			n, err := s.ReadFrom(tt.src(io.LimitReader(bytes.NewReader(payload), int64(len(payload)))))
+			if err != nil || n != int64(len(payload)) {
+				t.Fatalf("ReadFrom = %d, %v", n, err)
+			}
+			s.CloseWrite()
+			if g := <-got; !bytes.Equal(g, payload) {
+				t.Fatalf("server received %d bytes, want %d identical", len(g), len(payload))
+			}
+		})
 	}
 }
 

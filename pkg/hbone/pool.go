@@ -20,17 +20,43 @@ type connLoad struct {
 	max    int  // min(our cap, the peer's SETTINGS_MAX_CONCURRENT_STREAMS)
 }
 
-// pickConn chooses the connection for a new stream: the first usable one
-// opened with the current certificate that has room, so streams pack onto
-// few connections and the rest go idle and get reaped. -1 means a new
-// connection is needed.
-func pickConn(loads []connLoad) int {
+// spread is the pool's policy for placing streams on connections.
+type spread struct {
+	// at: a connection carrying this many streams takes more only once
+	// maxConns current connections exist; <= 0 packs streams up to max.
+	at       int
+	maxConns int
+}
+
+// pickConn chooses the connection for a new stream; -1 means a new
+// connection is needed. Streams pack onto the first usable connection
+// opened with the current certificate while it carries fewer than sp.at
+// streams, so at low load one connection does and the rest go idle and get
+// reaped. When every such connection carries sp.at or more, a new one is
+// dialled (up to sp.maxConns), so that busy streams are read, decrypted
+// and dispatched by several read loops on several cores instead of one;
+// past sp.maxConns streams go to the least loaded connection with room.
+func pickConn(loads []connLoad, sp spread) int {
+	current, best := 0, -1
 	for i, l := range loads {
-		if l.usable && !l.stale && l.active < l.max {
+		if !l.usable || l.stale {
+			continue
+		}
+		current++
+		if l.active >= l.max {
+			continue
+		}
+		if sp.at <= 0 || l.active < sp.at {
 			return i
 		}
+		if best < 0 || l.active < loads[best].active {
+			best = i
+		}
 	}
-	return -1
+	if current < sp.maxConns {
+		return -1
+	}
+	return best
 }
 
 // sameCert reports whether a connection opened with certificate opened

@@ -150,23 +150,37 @@ func TestRequestFieldsRoundTrip(t *testing.T) {
 }
 
 func TestPickConn(t *testing.T) {
+	pack := spread{at: -1, maxConns: 4}
+	sp := spread{at: 4, maxConns: 3}
+	u := func(active int) connLoad { return connLoad{usable: true, active: active, max: 100} }
 	tests := []struct {
 		name  string
+		sp    spread
 		loads []connLoad
 		want  int
 	}{
-		{"none", nil, -1},
-		{"room on first", []connLoad{{usable: true, active: 5, max: 100}, {usable: true, active: 0, max: 100}}, 0},
-		{"first full", []connLoad{{usable: true, active: 100, max: 100}, {usable: true, active: 3, max: 100}}, 1},
-		{"all full", []connLoad{{usable: true, active: 100, max: 100}, {usable: true, active: 100, max: 100}}, -1},
-		{"peer limit lower", []connLoad{{usable: true, active: 10, max: 10}}, -1},
-		{"unusable skipped", []connLoad{{usable: false, active: 0, max: 100}, {usable: true, active: 99, max: 100}}, 1},
-		{"only unusable", []connLoad{{usable: false, active: 0, max: 100}}, -1},
-		{"stale certificate skipped", []connLoad{{usable: true, stale: true, active: 0, max: 100}, {usable: true, active: 50, max: 100}}, 1},
-		{"only stale", []connLoad{{usable: true, stale: true, active: 0, max: 100}}, -1},
+		{"none", pack, nil, -1},
+		{"room on first", pack, []connLoad{u(5), u(0)}, 0},
+		{"first full", pack, []connLoad{{usable: true, active: 100, max: 100}, u(3)}, 1},
+		{"all full", pack, []connLoad{{usable: true, active: 100, max: 100}, {usable: true, active: 100, max: 100}}, -1},
+		{"peer limit lower", pack, []connLoad{{usable: true, active: 10, max: 10}}, -1},
+		{"unusable skipped", pack, []connLoad{{usable: false, active: 0, max: 100}, {usable: true, active: 99, max: 100}}, 1},
+		{"only unusable", pack, []connLoad{{usable: false, active: 0, max: 100}}, -1},
+		{"stale certificate skipped", pack, []connLoad{{usable: true, stale: true, active: 0, max: 100}, u(50)}, 1},
+		{"only stale", pack, []connLoad{{usable: true, stale: true, active: 0, max: 100}}, -1},
+
+		{"spread: none", sp, nil, -1},
+		{"spread: packs below the threshold", sp, []connLoad{u(3), u(0)}, 0},
+		{"spread: first at threshold, second has room", sp, []connLoad{u(4), u(2)}, 1},
+		{"spread: all at threshold, dial another", sp, []connLoad{u(4), u(5)}, -1},
+		{"spread: at max conns, least loaded", sp, []connLoad{u(9), u(6), u(7)}, 1},
+		{"spread: at max conns, all full", sp, []connLoad{{usable: true, active: 10, max: 10}, {usable: true, active: 10, max: 10}, {usable: true, active: 10, max: 10}}, -1},
+		{"spread: least loaded skips full ones", sp, []connLoad{{usable: true, active: 3, max: 3}, u(8), u(5)}, 2},
+		{"spread: stale and unusable do not count", sp, []connLoad{{usable: true, stale: true, active: 0, max: 100}, {usable: false, max: 100}, u(4), u(4)}, -1},
+		{"spread: peer limit below threshold", sp, []connLoad{{usable: true, active: 2, max: 2}, u(1)}, 1},
 	}
 	for _, tt := range tests {
-		if got := pickConn(tt.loads); got != tt.want {
+		if got := pickConn(tt.loads, tt.sp); got != tt.want {
 			t.Errorf("%s: pickConn = %d, want %d", tt.name, got, tt.want)
 		}
 	}

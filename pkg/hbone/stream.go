@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -45,8 +47,15 @@ type Stream struct {
 	gotResponse bool // client: response HEADERS received; server: response written
 	status      int
 
-	rdeadline, wdeadline time.Time
-	rtimer, wtimer       *time.Timer
+	rdl, wdl deadline // c.mu
+
+	// direct delivery (c.mu), see WriteTo
+	sink      *sink // set while WriteTo copies to a socket
+	sinkIdle  bool  // WriteTo waits for data: the read loop may write to the sink
+	sinkBusy  bool  // the read loop is writing to the sink
+	sinkErr   error // the read loop's write to the sink failed
+	sinkBytes int64 // written by the read loop during this WriteTo
+	sinkWait  bool  // CopyTo waits for a direct write to finish
 }
 
 var (
@@ -82,38 +91,153 @@ func (s *Stream) Read(p []byte) (int, error) {
 
 // WriteTo copies received bytes to w until the peer half-closes (io.Copy
 // uses it): received chunks go to w without a copy into a caller's buffer.
-func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+// See CopyTo.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) { return s.CopyTo(w, nil) }
+
+// CopyTo is WriteTo that also adds the bytes to n (if not nil) as they are
+// written. When w is a socket (a syscall.Conn such as *net.TCPConn) and
+// this side is waiting for data, the connection's read loop writes small
+// DATA frames (request/response traffic) to w itself, without blocking (on
+// a full socket buffer the rest is left to CopyTo): that saves waking this
+// goroutine, a goroutine hand-off, per frame. Bulk frames still go through
+// this goroutine, so that reading and decrypting overlap with writing.
+// Nothing else may write to w meanwhile.
+func (s *Stream) CopyTo(w io.Writer, n *atomic.Int64) (int64, error) {
 	c := s.c
 	var total int64
-	for {
+	var sk *sink
+	if sc, ok := w.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			sk = newSink(rc, n)
+		}
+	}
+	c.mu.Lock()
+	s.sink, s.sinkBytes = sk, 0
+	defer func() {
 		c.mu.Lock()
-		if err := s.waitDataLocked(); err != nil {
+		s.sink, s.sinkIdle = nil, false
+		c.mu.Unlock()
+	}()
+	for {
+		s.sinkIdle = sk != nil
+		err := s.waitDataLocked()
+		s.sinkIdle = false
+		if err == nil {
+			err = s.sinkErr
+		}
+		if err != nil {
+			total += s.sinkBytes
 			c.mu.Unlock()
 			if err == io.EOF {
 				err = nil
 			}
 			return total, err
 		}
-		ch := s.rbuf.pop()
-		n := ch.w - ch.r
-		sinc, cinc := s.consumedLocked(n)
+		// Everything received so far goes out in one write (writev to a
+		// socket): a large DATA frame spans several chunks.
+		var popped [8]*chunk
+		var vec [8][]byte
+		k, m := 0, 0
+		for ; k < len(popped) && s.rbuf.n > 0; k++ {
+			ch := s.rbuf.pop()
+			popped[k], vec[k] = ch, ch.b[ch.r:ch.w]
+			m += ch.w - ch.r
+		}
+		sinc, cinc := s.consumedLocked(m)
 		c.mu.Unlock()
 		c.writeWindowUpdates(s.id, sinc, cinc)
-		nw, err := w.Write(ch.b[ch.r:ch.w])
-		chunkPool.Put(ch)
-		total += int64(nw)
+		var nw int64
+		if k == 1 {
+			var n1 int
+			n1, err = w.Write(vec[0])
+			nw = int64(n1)
+		} else {
+			bufs := net.Buffers(vec[:k])
+			nw, err = bufs.WriteTo(w)
+		}
+		for _, ch := range popped[:k] {
+			chunkPool.Put(ch)
+		}
+		total += nw
+		if n != nil {
+			n.Add(nw)
+		}
 		if err != nil {
+			c.mu.Lock()
+			total += s.sinkBytes
+			c.mu.Unlock()
 			return total, err
 		}
+		c.mu.Lock()
 	}
 }
 
+// sink is the socket CopyTo writes to, for the read loop's direct writes.
+// Only the read loop uses it (under the stream's sinkBusy), so tryWrite's
+// state lives here and the callback is bound once: no allocation per write.
+type sink struct {
+	rc syscall.RawConn
+	n  *atomic.Int64
+	fn func(fd uintptr) bool // k.write
+
+	p       []byte
+	written int
+	werr    error
+}
+
+func newSink(rc syscall.RawConn, n *atomic.Int64) *sink {
+	k := &sink{rc: rc, n: n}
+	k.fn = k.write
+	return k
+}
+
+// tryWrite writes as much of p as the socket takes without blocking.
+func (k *sink) tryWrite(p []byte) (int, error) {
+	k.p, k.written, k.werr = p, 0, nil
+	err := k.rc.Write(k.fn)
+	written, werr := k.written, k.werr
+	k.p, k.werr = nil, nil
+	if werr == nil {
+		werr = err
+	}
+	if k.n != nil {
+		k.n.Add(int64(written))
+	}
+	return written, werr
+}
+
+func (k *sink) write(fd uintptr) bool {
+	for k.written < len(k.p) {
+		m, err := syscall.Write(int(fd), k.p[k.written:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != syscall.EAGAIN {
+				k.werr = err
+			}
+			break
+		}
+		k.written += m
+	}
+	return true // never wait for the socket
+}
+
 // ReadFrom sends everything read from r until io.EOF (io.Copy uses it),
-// in frames that fill whole TLS records. It does not half-close.
+// in frames that fill whole TLS records. It does not half-close. It reads
+// with a small buffer, and with a large one while reads fill the small one
+// (bulk data: fewer, larger frames, so fewer syscalls and wake-ups on both
+// ends), so a quiet stream holds only the small one.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
+	small := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largeBufPool.Put(large)
+		}
+	}()
+	buf := *small
 	var total int64
 	for {
 		n, err := r.Read(buf)
@@ -129,19 +253,39 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+		switch {
+		case n == len(buf) && large == nil:
+			large = largeBufPool.Get().(*[]byte)
+			buf = *large
+		case n < copyBufSize && large != nil:
+			largeBufPool.Put(large)
+			large, buf = nil, *small
+		}
 	}
 }
 
 // copyBufSize makes one DATA frame (9-byte header + payload) exactly two
-// full 16 KiB TLS records.
-const copyBufSize = 2*16384 - 9
+// full 16 KiB TLS records, largeBufSize eight.
+const (
+	copyBufSize  = 2*16384 - 9
+	largeBufSize = 8*16384 - 9
+)
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+var (
+	copyBufPool  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	largeBufPool = sync.Pool{New: func() any { b := make([]byte, largeBufSize); return &b }}
+)
 
-// waitDataLocked waits until there are bytes to read; otherwise it returns
-// io.EOF or the stream's error. c.mu held.
+// waitDataLocked waits until there are bytes to read (and no direct write
+// of the read loop is under way, see CopyTo); otherwise it returns io.EOF
+// or the stream's error. c.mu held.
 func (s *Stream) waitDataLocked() error {
-	for s.rbuf.n == 0 {
+	for s.rbuf.n == 0 || s.sinkBusy {
+		if s.sinkBusy {
+			s.sinkWait = true
+			s.cond.Wait()
+			continue
+		}
 		switch {
 		case s.closed:
 			return ErrClosed
@@ -149,10 +293,12 @@ func (s *Stream) waitDataLocked() error {
 			return io.EOF
 		case s.err != nil:
 			return s.err
-		case expired(s.rdeadline):
+		case s.sinkErr != nil:
+			return s.sinkErr
+		case expired(s.rdl.at):
 			return os.ErrDeadlineExceeded
 		}
-		s.cond.Wait()
+		s.rdl.wait(s)
 	}
 	return nil
 }
@@ -221,7 +367,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 				continue
 			}
 			s.waitingSend = true
-			s.cond.Wait()
+			s.wdl.wait(s)
 			s.waitingSend = false
 		}
 		s.sendWindow -= allowed
@@ -287,7 +433,7 @@ func (s *Stream) writeErrLocked() error {
 		return ErrWriteAfterCloseWrite
 	case s.err != nil:
 		return s.err
-	case expired(s.wdeadline):
+	case expired(s.wdl.at):
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -384,12 +530,8 @@ func (s *Stream) shut(abort bool) error {
 	}
 	idle := c.removeStreamLocked(s)
 	cinc := c.connConsumedLocked(discarded)
-	if s.rtimer != nil {
-		s.rtimer.Stop()
-	}
-	if s.wtimer != nil {
-		s.wtimer.Stop()
-	}
+	s.rdl.stop()
+	s.wdl.stop()
 	s.cond.Broadcast()
 	closed := c.closed
 	c.mu.Unlock()
@@ -425,8 +567,11 @@ func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.SetReadDeadline(t)
-	return s.SetWriteDeadline(t)
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	s.rdl.set(s, t)
+	s.wdl.set(s, t)
+	return nil
 }
 
 // SetReadDeadline makes a blocked or future Read fail with
@@ -434,8 +579,7 @@ func (s *Stream) SetDeadline(t time.Time) error {
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
-	s.rdeadline = t
-	s.rtimer = s.armDeadline(s.rtimer, t)
+	s.rdl.set(s, t)
 	return nil
 }
 
@@ -443,32 +587,69 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 func (s *Stream) SetWriteDeadline(t time.Time) error {
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
-	s.wdeadline = t
-	s.wtimer = s.armDeadline(s.wtimer, t)
+	s.wdl.set(s, t)
 	return nil
 }
 
-func (s *Stream) armDeadline(tm *time.Timer, t time.Time) *time.Timer {
-	if tm != nil {
-		tm.Stop()
+// deadline is a Read or Write deadline. Setting one costs no timer
+// operation (net/http sets several per request): the timer is armed only
+// when an operation is about to block, is reused, and is left running when
+// the deadline moves later or is cleared, firing at worst one spurious
+// wake-up that re-arms it. Operations check the deadline themselves when
+// they start and each time they wake. All fields are guarded by c.mu.
+type deadline struct {
+	at      time.Time   // zero: no deadline
+	armed   time.Time   // when the timer fires; zero: not armed
+	timer   *time.Timer // created on the first wait with a deadline
+	waiting int         // operations blocked on this deadline
+}
+
+// set changes the deadline; a blocked operation is woken (at once, or by a
+// timer armed earlier) if the new deadline is sooner than it knew.
+func (d *deadline) set(s *Stream, t time.Time) {
+	d.at = t
+	if d.waiting > 0 {
+		d.arm(s)
 	}
-	if t.IsZero() {
-		return tm
+}
+
+// wait blocks on s.cond with the timer armed to wake it by the deadline.
+func (d *deadline) wait(s *Stream) {
+	d.arm(s)
+	d.waiting++
+	s.cond.Wait()
+	d.waiting--
+}
+
+// arm makes sure s.cond is broadcast by d.at.
+func (d *deadline) arm(s *Stream) {
+	if d.at.IsZero() || (!d.armed.IsZero() && !d.armed.After(d.at)) {
+		return
 	}
-	d := time.Until(t)
-	if d <= 0 {
+	dur := time.Until(d.at)
+	if dur <= 0 {
 		s.cond.Broadcast()
-		return tm
+		return
 	}
-	if tm == nil {
-		return time.AfterFunc(d, func() {
+	d.armed = d.at
+	if d.timer == nil {
+		d.timer = time.AfterFunc(dur, func() {
 			s.c.mu.Lock()
+			d.armed = time.Time{}
 			s.cond.Broadcast()
 			s.c.mu.Unlock()
 		})
+		return
 	}
-	tm.Reset(d)
-	return tm
+	d.timer.Reset(dur)
+}
+
+// stop releases the timer (the stream is done).
+func (d *deadline) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.armed = time.Time{}
 }
 
 func expired(t time.Time) bool { return !t.IsZero() && !time.Now().Before(t) }

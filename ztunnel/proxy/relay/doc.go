@@ -3,7 +3,9 @@
 // TCP sockets.
 //
 // Each direction uses the cheapest copy available: an HBONE stream's
-// WriteTo/ReadFrom (whole received chunks, frames that fill TLS records),
+// CopyTo/ReadFrom (whole received chunks, frames that fill TLS records; to
+// a TCP socket the stream's read loop writes small frames itself, with no
+// goroutine hand-off),
 // splice(2) between two TCP sockets (net.TCPConn.ReadFrom), otherwise a
 // pooled 64 KiB buffer. A clean end of one direction (EOF) is propagated as
 // a half-close (CloseWrite) to the other side, so protocols that half-close

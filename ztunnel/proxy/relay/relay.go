@@ -74,7 +74,9 @@ func half(dst, src net.Conn, n *atomic.Int64, fail func(error)) {
 func Copy(dst, src net.Conn, n *atomic.Int64) error {
 	switch s := src.(type) {
 	case *hbone.Stream:
-		_, err := s.WriteTo(countWriter{dst, n})
+		// dst unwrapped, so that the stream's read loop can write small
+		// frames to a TCP dst itself (no goroutine hand-off per frame).
+		_, err := s.CopyTo(dst, n)
 		return err
 	case *net.TCPConn:
 		if d, ok := dst.(*net.TCPConn); ok {
