@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -67,7 +66,9 @@ func runCapture(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 	mux.Handle("/config_dump", adm.Handler())
 	srv := &http.Server{Addr: captureMetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// During a surge rollout the capture container this one replaces
+		// still holds the address: wait for it.
+		if err := serveWhenFree(ctx, srv, log); err != nil {
 			log.Warn("capture status server failed", zap.Error(err))
 		}
 	}()
