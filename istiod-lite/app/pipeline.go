@@ -254,21 +254,13 @@ func (p *pipeline) desiredStatus() (status.Desired, bool) {
 // (Status false) and were not already reported, identical, in prev: each
 // rejection is logged once, not on every rebuild.
 func newRejections(prev, next []model.Condition) []model.Condition {
-	seen := make(map[model.Condition]bool, len(prev))
-	for _, c := range prev {
-		seen[c] = true
-	}
-	var out []model.Condition
-	for _, c := range next {
-		if !c.Status && !seen[c] {
-			out = append(out, c)
-		}
-	}
-	return out
+	return unreported(prev, next, func(c model.Condition) model.Condition { return c },
+		func(c model.Condition) bool { return !c.Status })
 }
 
 // newWaypointRejections is newRejections for the waypoint translation's
-// conditions (HTTPRoute, GRPCRoute, AuthorizationPolicy at a waypoint).
+// conditions (HTTPRoute, GRPCRoute, AuthorizationPolicy at a waypoint),
+// compared by value: each build has its own ParentRef pointers.
 func newWaypointRejections(prev, next []waypointxds.Condition) []waypointxds.Condition {
 	key := func(c waypointxds.Condition) string {
 		parent := ""
@@ -277,13 +269,19 @@ func newWaypointRejections(prev, next []waypointxds.Condition) []waypointxds.Con
 		}
 		return strings.Join([]string{c.Kind, c.Namespace, c.Name, parent, c.Type, c.Reason, c.Message}, "\x00")
 	}
-	seen := make(map[string]bool, len(prev))
+	return unreported(prev, next, key, func(c waypointxds.Condition) bool { return c.Status == metav1.ConditionFalse })
+}
+
+// unreported returns the conditions of next that are rejected and whose
+// key was not in prev.
+func unreported[C any, K comparable](prev, next []C, key func(C) K, rejected func(C) bool) []C {
+	seen := make(map[K]bool, len(prev))
 	for _, c := range prev {
 		seen[key(c)] = true
 	}
-	var out []waypointxds.Condition
+	var out []C
 	for _, c := range next {
-		if c.Status == metav1.ConditionFalse && !seen[key(c)] {
+		if rejected(c) && !seen[key(c)] {
 			out = append(out, c)
 		}
 	}
