@@ -129,21 +129,27 @@ func (t *T) WaitProxiesInSync(timeout time.Duration) []ProxyStatus {
 
 // ContainerPID finds the process of pod's container running binary (local
 // cluster only: containers are processes of this machine, and the node agent
-// sets HOSTNAME to the pod's name). It returns 0 when none runs, e.g. while
-// the node agent restarts the container.
+// sets HOSTNAME to the pod's name, except for host-network pods). It
+// returns 0 when none runs, e.g. while the node agent restarts the container.
 func (t *T) ContainerPID(pod *corev1.Pod, binary string) int {
 	t.Helper()
 	if t.StateDir == "" {
 		t.Skip("finding a container's process needs the local cluster")
 	}
+	return processWithEnv("HOSTNAME="+pod.Name, func(cmdline []byte) bool {
+		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+		return filepath.Base(string(argv0)) == binary
+	})
+}
+
+// processWithEnv returns the pid of a process whose environment holds the
+// entry env (KEY=value) and whose NUL-separated command line satisfies
+// match, or 0.
+func processWithEnv(env string, match func(cmdline []byte) bool) int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv0, _, _ := bytes.Cut(cmd, []byte{0})
-		if filepath.Base(string(argv0)) != binary {
+		if err != nil || !match(cmd) {
 			continue
 		}
 		environ, err := os.ReadFile(filepath.Join(d, "environ"))
@@ -151,7 +157,7 @@ func (t *T) ContainerPID(pod *corev1.Pod, binary string) int {
 			continue
 		}
 		for _, kv := range bytes.Split(environ, []byte{0}) {
-			if string(kv) == "HOSTNAME="+pod.Name {
+			if string(kv) == env {
 				pid, _ := strconv.Atoi(filepath.Base(d))
 				return pid
 			}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -98,24 +97,11 @@ func (t *T) ZtunnelProxyPID(pod *corev1.Pod) int {
 // ZtunnelProxyPIDOrZero is ZtunnelProxyPID, 0 when no such process runs
 // (e.g. while the node agent restarts the container).
 func (t *T) ZtunnelProxyPIDOrZero(pod *corev1.Pod) int {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err != nil || !bytes.Contains(cmd, []byte("--role=proxy")) || !bytes.Contains(cmd, []byte("ztunnel")) {
-			continue
-		}
-		environ, err := os.ReadFile(filepath.Join(d, "environ"))
-		if err != nil {
-			continue
-		}
-		for _, kv := range bytes.Split(environ, []byte{0}) {
-			if string(kv) == "POD_NAME="+pod.Name {
-				pid, _ := strconv.Atoi(filepath.Base(d))
-				return pid
-			}
-		}
-	}
-	return 0
+	// ztunnel runs with the host network, so HOSTNAME is the node's name:
+	// the pod is told apart by its POD_NAME.
+	return processWithEnv("POD_NAME="+pod.Name, func(cmdline []byte) bool {
+		return bytes.Contains(cmdline, []byte("--role=proxy")) && bytes.Contains(cmdline, []byte("ztunnel"))
+	})
 }
 
 // KillZtunnelProxy sends SIGKILL to the proxy process of node's ztunnel pod
