@@ -81,7 +81,8 @@ func ReadPid(pidDir, name string) int {
 }
 
 // Marked returns the pids of all processes whose environment carries
-// MarkerEnv=marker (or any value when marker is empty).
+// MarkerEnv=marker (or any value when marker is empty). A process that is
+// still inside execve shows an empty environment and is not listed yet.
 func Marked(marker string) []int {
 	want := []byte(MarkerEnv + "=" + marker)
 	prefix := []byte(MarkerEnv + "=")

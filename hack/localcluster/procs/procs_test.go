@@ -19,7 +19,16 @@ func TestStartMarkedStop(t *testing.T) {
 	if !Alive(pid) {
 		t.Fatal("started process is not alive")
 	}
-	found := Marked(marker)
+	// Start returns once execve has begun; the kernel fills in the new
+	// image's environment a moment later, so /proc/<pid>/environ can still
+	// be empty right after Start. Wait (bounded) for it to show.
+	var found []int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		found = Marked(marker)
+		if len(found) != 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(found) != 1 || found[0] != pid {
 		t.Fatalf("Marked(%q) = %v, want [%d]", marker, found, pid)
 	}
