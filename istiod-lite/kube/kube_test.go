@@ -245,8 +245,10 @@ func TestWatcher(t *testing.T) {
 	p2 := p.DeepCopy()
 	p2.ResourceVersion = "2"
 	p2.Status.HostIP = "10.9.9.9"
-	fw.Modify(p2)
+	// Each event carries its own copy: the informer's transform trims the
+	// object it is handed in place, on its own goroutine.
 	p3 := p2.DeepCopy()
+	fw.Modify(p2)
 	p3.ResourceVersion = "3"
 	p3.Status.Conditions[1].Status = corev1.ConditionFalse
 	fw.Modify(p3)
