@@ -363,6 +363,11 @@ func TestRun(t *testing.T) {
 		d, err := kube.AppsV1().Deployments("ns1").Get(ctx, "wp", metav1.GetOptions{})
 		return err == nil && ControlledBy(d, gw)
 	})
+	// The Service is created after the Deployment, in the same reconcile.
+	eventually(t, "Service created", func() bool {
+		s, err := kube.CoreV1().Services("ns1").Get(ctx, "wp", metav1.GetOptions{})
+		return err == nil && ControlledBy(s, gw)
+	})
 	eventually(t, "GatewayClass accepted", func() bool {
 		gc, err := gwc.GatewayV1().GatewayClasses().Get(ctx, ClassName, metav1.GetOptions{})
 		return err == nil && findCond(gc.Status.Conditions, "Accepted") != nil
@@ -373,7 +378,10 @@ func TestRun(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments("ns1").UpdateStatus(ctx, dep, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	svc, _ := kube.CoreV1().Services("ns1").Get(ctx, "wp", metav1.GetOptions{})
+	svc, err := kube.CoreV1().Services("ns1").Get(ctx, "wp", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	svc.Spec.ClusterIP = "10.96.0.9"
 	if _, err := kube.CoreV1().Services("ns1").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
