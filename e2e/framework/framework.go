@@ -2,6 +2,7 @@ package framework
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -194,4 +197,114 @@ func (t *T) Eventually(timeout time.Duration, what string, cond func() error) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// Existing is New for a namespace that already exists, e.g. "default" for
+// manifests copied unchanged from documentation that names it. It adds
+// labels to the namespace and, at clean-up, puts its labels back and deletes
+// what a test creates there (Deployments, Pods, Services other than
+// "kubernetes", ServiceAccounts other than "default", AuthorizationPolicies,
+// PeerAuthentications, Gateway API Gateways and routes), waiting until its
+// pods are gone so the next test starts clean.
+func Existing(t *testing.T, name string, labels map[string]string) *T {
+	t.Helper()
+	if env == nil {
+		t.Fatal("framework.Main was not called from TestMain")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	nsc := env.Client.CoreV1().Namespaces()
+	ns, err := nsc.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		cancel()
+		t.Fatalf("get namespace %s: %v", name, err)
+	}
+	before := ns.Labels
+	ns.Labels = map[string]string{}
+	for k, v := range before {
+		ns.Labels[k] = v
+	}
+	for k, v := range labels {
+		ns.Labels[k] = v
+	}
+	if _, err := nsc.Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		cancel()
+		t.Fatalf("label namespace %s: %v", name, err)
+	}
+	ft := &T{T: t, Env: env, Namespace: name, Ctx: ctx}
+	t.Cleanup(func() {
+		defer cancel()
+		if t.Failed() {
+			ft.dumpPods()
+		}
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer ccancel()
+		if err := ft.emptyNamespace(cctx); err != nil {
+			t.Errorf("clean namespace %s: %v", name, err)
+		}
+		if ns, err := nsc.Get(cctx, name, metav1.GetOptions{}); err == nil {
+			ns.Labels = before
+			if _, err := nsc.Update(cctx, ns, metav1.UpdateOptions{}); err != nil {
+				t.Errorf("restore labels of namespace %s: %v", name, err)
+			}
+		}
+	})
+	return ft
+}
+
+// emptyNamespace deletes what Existing promises to delete and waits for the
+// namespace's pods to be gone.
+func (t *T) emptyNamespace(ctx context.Context) error {
+	ns, all := t.Namespace, metav1.ListOptions{}
+	del := metav1.DeleteOptions{}
+	var errs []error
+	dyn, err := dynamic.NewForConfig(t.Config)
+	if err != nil {
+		return err
+	}
+	for _, gvr := range []schema.GroupVersionResource{
+		{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"},
+		{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
+		HTTPRoutes, GRPCRoutes,
+		{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"},
+	} {
+		if err := dyn.Resource(gvr).Namespace(ns).DeleteCollection(ctx, del, all); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", gvr.Resource, err))
+		}
+	}
+	if err := t.Client.AppsV1().Deployments(ns).DeleteCollection(ctx, del, all); err != nil {
+		errs = append(errs, fmt.Errorf("delete deployments: %w", err))
+	}
+	if err := t.Client.CoreV1().Pods(ns).DeleteCollection(ctx, del, all); err != nil {
+		errs = append(errs, fmt.Errorf("delete pods: %w", err))
+	}
+	if svcs, err := t.Client.CoreV1().Services(ns).List(ctx, all); err == nil {
+		for _, s := range svcs.Items {
+			if s.Name != "kubernetes" {
+				if err := t.Client.CoreV1().Services(ns).Delete(ctx, s.Name, del); err != nil && !apierrors.IsNotFound(err) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if sas, err := t.Client.CoreV1().ServiceAccounts(ns).List(ctx, all); err == nil {
+		for _, sa := range sas.Items {
+			if sa.Name != "default" {
+				if err := t.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, sa.Name, del); err != nil && !apierrors.IsNotFound(err) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	for {
+		pods, err := t.Client.CoreV1().Pods(ns).List(ctx, all)
+		if err == nil && len(pods.Items) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("pods still present: %w", ctx.Err()))
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return errors.Join(errs...)
 }
