@@ -82,6 +82,9 @@ func New(cfg config.Config, logger *zap.Logger, level zap.AtomicLevel) (_ *App, 
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The waypoint's own certificate: fetches, renewal failures, expiry
+	// (waypoint_certificate_*), as ztunnel exports them for its identities.
+	a.reg.MustRegister(a.ids.Collector())
 	metrics, err := listener.NewMetrics(a.reg)
 	if err != nil {
 		return nil, fmt.Errorf("listener metrics: %w", err)
@@ -158,7 +161,7 @@ func (a *App) buildIdentity() error {
 			return fmt.Errorf("CA client: %w", err)
 		}
 	}
-	a.ids, err = identity.NewManager(identity.Options{Fetcher: fetcher, Logger: a.log, TrustDomain: cfg.TrustDomain, Roots: roots})
+	a.ids, err = identity.NewManager(identity.Options{Fetcher: fetcher, Logger: a.log, TrustDomain: cfg.TrustDomain, Roots: roots, MetricPrefix: "waypoint"})
 	if err != nil {
 		return fmt.Errorf("identity manager: %w", err)
 	}

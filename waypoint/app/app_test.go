@@ -73,6 +73,14 @@ func TestLocalMode(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, `istio_requests_total{`) || !strings.Contains(body, `destination_service="reviews-v1.default.svc.cluster.local"`) {
 		t.Errorf("/stats/prometheus = %d, want istio_requests_total for reviews-v1:\n%s", code, body)
 	}
+	for _, want := range []string{
+		"waypoint_certificate_fetches_total 1", "waypoint_certificate_renewal_failures_total 0",
+		`waypoint_certificate_expiry_seconds{identity="spiffe://cluster.local/ns/default/sa/waypoint"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/stats/prometheus lacks %s", want)
+		}
+	}
 	if code, _ := httpGet(t, "http://"+a.Addrs().Metrics.String()+"/metrics"); code != http.StatusOK {
 		t.Errorf("/metrics = %d", code)
 	}

@@ -2,7 +2,9 @@
 // (pkg/identity, from istiod-lite's CA or a local CA), the configuration
 // store (waypoint/state) fed by the delta xDS client (pkg/xds) or a local
 // file, the L7 listener (waypoint/listener) behind an HBONE server on 15008,
-// and the admin (15000), metrics (15020) and readiness (15021) endpoints.
+// and the admin (15000), metrics (15020: Istio's request metrics and the
+// waypoint_certificate_* metrics of its own certificate) and readiness
+// (15021) endpoints.
 //
 // Goroutines: one per served port (HBONE accept loop, admin, metrics,
 // readiness), the xDS client's, and the identity manager's renewal workers.
