@@ -27,7 +27,8 @@ func (r *root) installCmd() *cobra.Command {
 		Short: "Install or upgrade the mesh (CRDs, istiod-lite, ztunnel) in istio-system",
 		Long: `Install the embedded Helm charts base (CRDs), istiod-lite and ztunnel as releases in
 istio-system (created if missing). Running it again upgrades the releases, so it is safe to
-repeat. Values: "global.*" go to every chart, "istiodLite.*", "ztunnel.*" and "base.*" to one.
+repeat; like istioctl install, each run applies the chart defaults plus this run's -f and
+--set values only (values of an earlier install are not carried over). Values: "global.*" go to every chart, "istiodLite.*", "ztunnel.*" and "base.*" to one.
 Before installing anything it renders every chart (bad values change nothing) and probes
 each Linux node's kernel for the eBPF features capture needs, like ` + "`ambientctl check`" + `: a node
 lacking one stops the install; a probe that cannot run (e.g. the image is not on the node)

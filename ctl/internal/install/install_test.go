@@ -125,6 +125,35 @@ func TestApplyIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestApplyValuesAreThisRunsOnly: a second install without --set drops the
+// first one's values (as istioctl install does), rather than Helm's reuse.
+func TestApplyValuesAreThisRunsOnly(t *testing.T) {
+	in := &Installer{Helm: helmConfig(t), Namespace: Namespace, Out: io.Discard}
+	debug, err := SplitValues(map[string]any{"ztunnel": map[string]any{"logLevel": "debug"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, _ := SplitValues(map[string]any{})
+	logLevel := func() any {
+		rel, err := in.Helm.Releases.Last("ztunnel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rel.Config["logLevel"]
+	}
+	for i, tc := range []struct {
+		vals map[string]map[string]any
+		want any
+	}{{debug, "debug"}, {none, nil}, {debug, "debug"}} {
+		if err := in.Apply(context.Background(), tc.vals, time.Minute); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+		if got := logLevel(); got != tc.want {
+			t.Errorf("run %d: ztunnel release logLevel = %v, want %v", i+1, got, tc.want)
+		}
+	}
+}
+
 func TestApplyRejectsBadValues(t *testing.T) {
 	in := &Installer{Helm: helmConfig(t), Namespace: Namespace, Out: io.Discard}
 	vals, _ := SplitValues(map[string]any{"istiodLite": map[string]any{"caSource": "vault"}})

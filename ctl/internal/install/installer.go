@@ -66,6 +66,9 @@ func (in *Installer) Apply(ctx context.Context, vals map[string]map[string]any, 
 		up.Namespace = in.Namespace
 		up.Timeout = timeout
 		up.MaxHistory = 5
+		// This run's values only, as for a first install (Helm's default
+		// would reuse the last release's values when none are given).
+		up.ResetValues = true
 		rel, err := up.RunWithContext(ctx, name, c, vals[name])
 		if err != nil {
 			return fmt.Errorf("upgrade chart %s: %w", name, err)
