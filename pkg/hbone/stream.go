@@ -224,11 +224,23 @@ func (k *sink) write(fd uintptr) bool {
 }
 
 // ReadFrom sends everything read from r until io.EOF (io.Copy uses it),
-// in frames that fill whole TLS records. It does not half-close. It reads
-// with a small buffer, and with a large one while reads fill the small one
-// (bulk data: fewer, larger frames, so fewer syscalls and wake-ups on both
-// ends), so a quiet stream holds only the small one.
-func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+// in frames that fill whole TLS records. It does not half-close. See
+// CopyFrom.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) { return s.CopyFrom(r, nil) }
+
+// CopyFrom is ReadFrom that also adds the bytes to n (if not nil) as they
+// are read. It reads with a small buffer, and with a large one while reads
+// fill the small one (bulk data: fewer, larger frames, so fewer syscalls and
+// wake-ups on both ends). When r is a socket (a syscall.Conn such as
+// *net.TCPConn) it reads through its RawConn and takes a buffer only once
+// the socket has data: a quiet stream (an idle keep-alive connection) holds
+// no buffer at all, for the same one read syscall per arrival.
+func (s *Stream) CopyFrom(r io.Reader, n *atomic.Int64) (int64, error) {
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return s.copyFromRaw(rc, r, n)
+		}
+	}
 	small := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(small)
 	var large *[]byte
@@ -240,12 +252,15 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	buf := *small
 	var total int64
 	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if _, werr := s.Write(buf[:n]); werr != nil {
+		m, err := r.Read(buf)
+		if m > 0 {
+			if n != nil {
+				n.Add(int64(m))
+			}
+			if _, werr := s.Write(buf[:m]); werr != nil {
 				return total, werr
 			}
-			total += int64(n)
+			total += int64(m)
 		}
 		if err == io.EOF {
 			return total, nil
@@ -254,14 +269,113 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 		switch {
-		case n == len(buf) && large == nil:
+		case m == len(buf) && large == nil:
 			large = largeBufPool.Get().(*[]byte)
 			buf = *large
-		case n < copyBufSize && large != nil:
+		case m < copyBufSize && large != nil:
 			largeBufPool.Put(large)
 			large, buf = nil, *small
 		}
 	}
+}
+
+// copyFromRaw is CopyFrom's loop for a socket; conn is the same socket as
+// a net.Conn, for its addresses in errors.
+func (s *Stream) copyFromRaw(rc syscall.RawConn, conn io.Reader, n *atomic.Int64) (int64, error) {
+	src := &source{}
+	src.fn = src.read
+	defer src.release()
+	var total int64
+	for {
+		src.n, src.err = 0, nil
+		err := rc.Read(src.fn)
+		if err == nil && src.err != nil {
+			err = readError(conn, src.err)
+		}
+		m := src.n
+		if m > 0 {
+			if n != nil {
+				n.Add(int64(m))
+			}
+			_, werr := s.Write((*src.buf)[:m])
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(m)
+		}
+		full := src.buf != nil && m == len(*src.buf)
+		src.release()
+		if err != nil {
+			return total, err
+		}
+		if m == 0 {
+			return total, nil // EOF
+		}
+		switch {
+		case full && !src.large:
+			src.large = true
+		case m < copyBufSize && src.large:
+			src.large = false
+		}
+	}
+}
+
+// source is copyFromRaw's read callback and its results, bound once (no
+// allocation per read).
+type source struct {
+	fn    func(fd uintptr) bool // read
+	buf   *[]byte               // held from a read that got data until release
+	large bool                  // read into a large buffer
+	n     int
+	err   error
+}
+
+// read takes a buffer and reads; on EAGAIN it gives the buffer back and
+// returns false, so the runtime waits for the socket without it.
+func (k *source) read(fd uintptr) bool {
+	if k.buf == nil {
+		if k.large {
+			k.buf = largeBufPool.Get().(*[]byte)
+		} else {
+			k.buf = copyBufPool.Get().(*[]byte)
+		}
+	}
+	for {
+		m, err := syscall.Read(int(fd), *k.buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			k.release()
+			return false
+		case err != nil:
+			k.err = err
+		default:
+			k.n = m
+		}
+		return true
+	}
+}
+
+func (k *source) release() {
+	if k.buf == nil {
+		return
+	}
+	if len(*k.buf) == largeBufSize {
+		largeBufPool.Put(k.buf)
+	} else {
+		copyBufPool.Put(k.buf)
+	}
+	k.buf = nil
+}
+
+// readError wraps a read(2) errno as net.Conn.Read would.
+func readError(c io.Reader, errno error) error {
+	op := &net.OpError{Op: "read", Err: os.NewSyscallError("read", errno)}
+	if nc, ok := c.(net.Conn); ok {
+		op.Net, op.Source, op.Addr = nc.LocalAddr().Network(), nc.LocalAddr(), nc.RemoteAddr()
+	}
+	return op
 }
 
 // copyBufSize makes one DATA frame (9-byte header + payload) exactly two

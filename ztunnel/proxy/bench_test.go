@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
@@ -141,4 +142,50 @@ func BenchmarkDirectConnectionRate(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// requestResponse sends b.N 64-byte messages on c and reads each echo
+// before the next: per-message latency and CPU of a keep-alive connection.
+func requestResponse(b *testing.B, c *net.TCPConn) {
+	msg := make([]byte, 64)
+	got := make([]byte, len(msg))
+	rt := func() {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rt() // warm
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for range b.N {
+		rt()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkRequestResponse: 64-byte round trips on one connection through
+// both proxies (client → outbound → HBONE → inbound → echo and back).
+func BenchmarkRequestResponse(b *testing.B) {
+	e := newEnv(b, envOpts{quiet: true})
+	c := e.dial(b, e.outboundLn, clientIP, netip.AddrPortFrom(serverIP, e.echoPort))
+	defer c.Close()
+	requestResponse(b, c)
+}
+
+// BenchmarkDirectRequestResponse is BenchmarkRequestResponse over plain
+// loopback TCP, its baseline.
+func BenchmarkDirectRequestResponse(b *testing.B) {
+	e := newEnv(b, envOpts{quiet: true})
+	d := clientDialer()
+	nc, err := d.Dial("tcp", netip.AddrPortFrom(serverIP, e.echoPort).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	requestResponse(b, nc.(*net.TCPConn))
 }

@@ -86,7 +86,8 @@ func Copy(dst, src net.Conn, n *atomic.Int64) error {
 		}
 	}
 	if d, ok := dst.(*hbone.Stream); ok {
-		_, err := d.ReadFrom(countReader{src, n})
+		// src unwrapped, so that an idle TCP src holds no buffer.
+		_, err := d.CopyFrom(src, n)
 		return err
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -138,17 +139,6 @@ type countWriter struct {
 
 func (c countWriter) Write(p []byte) (int, error) {
 	m, err := c.w.Write(p)
-	c.n.Add(int64(m))
-	return m, err
-}
-
-type countReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countReader) Read(p []byte) (int, error) {
-	m, err := c.r.Read(p)
 	c.n.Add(int64(m))
 	return m, err
 }
