@@ -58,6 +58,11 @@ test: deps controlplane build lint check-generate test-unit fuzz-ci test-e2e ## 
 test-unit: ## Unit, component and netns tests (netns tests need root)
 	$(GO) test -count=1 ./...
 
+.PHONY: test-stress
+test-stress: ## Flake hunt, not in `make test`: unit tests COUNT times (3) each, then once more under -race
+	$(GO) test -count=$(or $(COUNT),3) ./...
+	$(GO) test -race -count=1 ./...
+
 .PHONY: test-e2e
 test-e2e: build ## End-to-end tests against the local cluster (brought up once, removed afterwards)
 	@was_up=0; if $(BIN)/localcluster status $(LC_FLAGS) >/dev/null 2>&1; then was_up=1; else $(BIN)/localcluster down $(LC_FLAGS) >/dev/null 2>&1 || true; $(BIN)/localcluster up --nodes $(NODES) $(LC_FLAGS); fi; \
