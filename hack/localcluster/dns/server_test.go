@@ -38,18 +38,19 @@ func startServer(t *testing.T, objs ...runtime.Object) (*fake.Clientset, string)
 			},
 		})
 	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	}
 	// Wait for the informers: SERVFAIL until then.
 	waitFor(t, addr, "kubernetes.default.svc.cluster.local.", func(m dnsmessage.Message) bool {
 		return m.RCode != dnsmessage.RCodeServerFailure

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/labels"
@@ -93,19 +94,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	var lc net.ListenConfig
-	udp, err := lc.ListenPacket(ctx, "udp", cfg.Addr.String())
+	udp, tcp, addr, err := listen(ctx, cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("dns: listen udp %s: %w", cfg.Addr, err)
-	}
-	addr := cfg.Addr
-	if addr.Port() == 0 { // same port for TCP as the kernel chose for UDP
-		addr = netip.AddrPortFrom(addr.Addr(), uint16(udp.LocalAddr().(*net.UDPAddr).Port))
-	}
-	tcp, err := lc.Listen(ctx, "tcp", addr.String())
-	if err != nil {
-		udp.Close()
-		return fmt.Errorf("dns: listen tcp %s: %w", addr, err)
+		return err
 	}
 	cfg.Logger.Info("dns server listening", zap.Stringer("addr", addr), zap.String("domain", cfg.Domain))
 	if cfg.Ready != nil {
@@ -126,4 +117,29 @@ func Run(ctx context.Context, cfg Config) error {
 	serr := Serve(ctx, udp, tcp, store, cfg.Logger)
 	cancel()
 	return errors.Join(serr, <-werr)
+}
+
+// listen binds UDP and TCP on addr. With port 0 TCP takes the port the
+// kernel chose for UDP; when that TCP port is taken already, it tries again
+// with a new UDP port (a few times).
+func listen(ctx context.Context, addr netip.AddrPort) (net.PacketConn, net.Listener, netip.AddrPort, error) {
+	var lc net.ListenConfig
+	for attempt := 1; ; attempt++ {
+		udp, err := lc.ListenPacket(ctx, "udp", addr.String())
+		if err != nil {
+			return nil, nil, addr, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		}
+		bound := addr
+		if addr.Port() == 0 { // same port for TCP as the kernel chose for UDP
+			bound = netip.AddrPortFrom(addr.Addr(), uint16(udp.LocalAddr().(*net.UDPAddr).Port))
+		}
+		tcp, err := lc.Listen(ctx, "tcp", bound.String())
+		if err == nil {
+			return udp, tcp, bound, nil
+		}
+		udp.Close()
+		if addr.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
+			return nil, nil, bound, fmt.Errorf("dns: listen tcp %s: %w", bound, err)
+		}
+	}
 }
