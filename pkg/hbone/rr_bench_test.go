@@ -2,30 +2,8 @@ package hbone
 
 import (
 	"io"
-	"net"
 	"testing"
 )
-
-// benchTCPPair is tcpPair for benchmarks.
-func benchTCPPair(b *testing.B) (x, y *net.TCPConn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := <-acc
-	b.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 // BenchmarkRequestResponse is ztunnel's data path for request/response
 // traffic, in one process: app → TCP → relay → HBONE stream → relay → TCP
@@ -34,14 +12,14 @@ func benchTCPPair(b *testing.B) (x, y *net.TCPConn) {
 // of the stream).
 func BenchmarkRequestResponse(b *testing.B) {
 	e := newEnv(b, acceptHandler(func(_ *Request, s *Stream) {
-		up, echo := benchTCPPair(b)
+		up, echo := tcpPair(b)
 		go func() { io.Copy(echo, echo) }()
 		go func() { io.Copy(s, up) }()
 		io.Copy(up, s)
 	}))
 	s := e.dial(b, "10.0.0.1:80")
 	defer s.Close()
-	app, proxy := benchTCPPair(b)
+	app, proxy := tcpPair(b)
 	go func() { io.Copy(s, proxy) }()
 	go func() { io.Copy(proxy, s) }()
 	buf := make([]byte, 1024)
